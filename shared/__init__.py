@@ -1,0 +1,1 @@
+"""The library every haven program imports: protocol, configuration, cluster model, DCS clients."""

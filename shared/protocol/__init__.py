@@ -1,0 +1,1 @@
+"""Messages between haven's programs: envelope, error codes, endpoints, transport, op schemas."""
