@@ -35,12 +35,26 @@ class Runtime:
     trusted_uids: list[int]
 
 
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when supervisord (our parent) dies: an orphaned program shuts down cleanly."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def parse_args(service: Service, argv: list[str] | None = None) -> Runtime:
     parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
     parser.add_argument("--config", required=True, help="the node's configuration file")
     parser.add_argument("--run-dir", help="override haven.run_dir")
     parser.add_argument("--text-log", action="store_true", help="human-readable log lines instead of JSON")
     args = parser.parse_args(argv)
+    if os.environ.get("SUPERVISOR_ENABLED"):
+        die_with_parent()
     try:
         config = NodeConfig.load(args.config)
     except ConfigError as exc:

@@ -1,0 +1,4 @@
+from services.ha_loop.main import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""What a decision asks the shell to do. Each action is plain data; the shell maps it to one request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Action:
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class ProbePeers(Action):
+    """GET /patroni of these members in parallel, then decide again with their answers (A8)."""
+
+    names: tuple[str, ...]
+
+
+# --- DCS (dcs_proxy) ---
+
+
+@dataclass(frozen=True)
+class Initialize(Action):
+    """create_new: the initialize race (create-if-absent); else write the system identifier (B5)."""
+
+    create_new: bool
+    sysid: str
+
+
+@dataclass(frozen=True)
+class CancelInitialization(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class WriteConfig(Action):
+    """Write /config from bootstrap.dcs after bootstrapping (B6)."""
+
+    value: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TakeLeader(Action):
+    """Atomic create-if-absent of the leader key (A5)."""
+
+
+@dataclass(frozen=True)
+class RefreshLeader(Action):
+    """Compare-and-set the leader key and renew its TTL; write /status (A4, B10)."""
+
+    last_lsn: int | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseLeader(Action):
+    last_lsn: int | None = None
+
+
+@dataclass(frozen=True)
+class TouchMember(Action):
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteHistory(Action):
+    value: str
+    version: int | None
+
+
+# --- PostgreSQL (postmaster) ---
+
+
+@dataclass(frozen=True)
+class PgConfigure(Action):
+    dynamic: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PgBootstrap(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class PgClone(Action):
+    source: Mapping[str, Any]
+    leader: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PgStart(Action):
+    role: str  # "primary" | "replica"
+    leader: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PgStop(Action):
+    mode: str
+
+
+@dataclass(frozen=True)
+class PgPromote(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class PgDemote(Action):
+    mode: str  # offline | graceful | immediate | immediate-nolock (A22)
+    leader: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PgFollow(Action):
+    leader: Mapping[str, Any] | None
+
+
+# --- watchdog (watchdogd) ---
+
+
+@dataclass(frozen=True)
+class WatchdogArm(Action):
+    timeout: float
+
+
+@dataclass(frozen=True)
+class WatchdogKeepalive(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class WatchdogDisarm(Action):
+    pass
+
+
+PG_ACTIONS = (PgBootstrap, PgClone, PgStart, PgStop, PgPromote, PgDemote, PgFollow, PgConfigure)

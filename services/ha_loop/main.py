@@ -1,0 +1,356 @@
+"""The brain's shell: gathers a snapshot, calls decide(), runs the plan, publishes node_status.
+
+It ticks every loop_wait, and at once when the DCS view changes (leader, initialize, config, failover,
+sync keys), when PostgreSQL's state changes, when a control request arrives, or when a plan failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from services.ha_loop import actions as a
+from services.ha_loop.core import Decision, Memory, Outcome, Snapshot, decide, record
+from services.ha_loop.probes import probe_members
+from services.ha_loop.runner import Clients, Runner
+from services.ha_loop.status import NodeFacts, member_data, node_role, patroni_body
+from services.ha_loop.views import PgView
+from shared.config import NodeConfig
+from shared.config.dynamic import DynamicConfig, effective
+from shared.model import Cluster
+from shared.protocol.endpoints import Service, Topic, pub_path, router_path
+from shared.protocol.envelope import Event, Request
+from shared.protocol.errors import RemoteError
+from shared.protocol.ops import HA
+from shared.protocol.transport import Client, Publisher, RouterServer, Subscriber
+from shared.runtime import Loop, Runtime, parse_args
+
+log = logging.getLogger("ha_loop")
+
+MIN_TICK_GAP = 0.05  # seconds between two ticks, however many wake-ups arrive
+RETRY_AFTER_FAILURE = 0.1
+PG_STATE_FRESH = 3.0  # a pg_state event older than this is not trusted
+
+
+def facts_from_config(config: NodeConfig) -> NodeFacts:
+    watchdog = config.watchdog
+    mode = str(watchdog.get("mode", "automatic")).lower()
+    margin = watchdog.get("safety_margin", 5)
+    return NodeFacts(
+        name=config.name,
+        scope=config.scope,
+        conn_url=config.conn_url,
+        api_url=config.api_url,
+        tags=config.tags,
+        published_tags=config.published_tags,
+        can_bootstrap="bootstrap" in config.data,
+        bootstrap_dcs=config.bootstrap_dcs,
+        proxy_url=(
+            f"postgres://{config.postgresql['proxy_address']}/postgres"
+            if config.postgresql.get("proxy_address")
+            else None
+        ),
+        watchdog_required=mode in ("required", "require"),
+        watchdog_safety_margin=int(margin) if isinstance(margin, int) else 5,
+    )
+
+
+def _view_fingerprint(view: dict[str, Any] | None) -> tuple[Any, ...]:
+    if view is None:
+        return (None,)
+    keys = view.get("keys") or {}
+
+    def value(name: str) -> Any:
+        kv = keys.get(name)
+        return kv.get("value") if isinstance(kv, dict) else None
+
+    config = keys.get("config")
+    return (
+        bool(view.get("ok")),
+        value("leader"),
+        value("initialize"),
+        config.get("version") if isinstance(config, dict) else None,
+        value("failover"),
+        value("sync"),
+    )
+
+
+def _pg_fingerprint(pg: dict[str, Any] | None) -> tuple[Any, ...]:
+    if pg is None:
+        return (None,)
+    op = pg.get("operation") or {}
+    return (
+        pg.get("data_dir"),
+        pg.get("running"),
+        pg.get("accepting"),
+        pg.get("role"),
+        pg.get("state"),
+        op.get("id") if isinstance(op, dict) else None,
+        op.get("state") if isinstance(op, dict) else None,
+    )
+
+
+class Brain:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.config = runtime.config
+        self.facts = facts_from_config(self.config)
+        self.loop = Loop()
+        ctx, run_dir = self.loop.ctx, runtime.run_dir
+        self.clients = Clients(
+            dcs=Client(ctx, router_path(run_dir, Service.DCS_PROXY)),
+            pg=Client(ctx, router_path(run_dir, Service.POSTMASTER)),
+            wd=Client(ctx, router_path(run_dir, Service.WATCHDOGD)),
+        )
+        self.memory = Memory()
+        self.dynamic: DynamicConfig = effective(None, self.facts.bootstrap_dcs)
+        self.runner = Runner(
+            self.clients,
+            self.facts.name,
+            ttl=lambda: self.dynamic.ttl,
+            dcs_timeout=lambda: float(self.dynamic.retry_timeout),
+            watchdog_required=self.facts.watchdog_required,
+        )
+        self.publisher = Publisher(ctx, pub_path(run_dir, Service.HA_LOOP), group=runtime.group)
+        self.server = RouterServer(
+            ctx,
+            router_path(run_dir, Service.HA_LOOP),
+            {"ha.status": self._on_status, "ha.wakeup": self._on_wakeup},
+            HA,
+            group=runtime.group,
+        )
+        self.subscriber = Subscriber(
+            ctx,
+            [pub_path(run_dir, Service.DCS_PROXY), pub_path(run_dir, Service.POSTMASTER)],
+            [Topic.CLUSTER_VIEW, Topic.PG_STATE],
+        )
+        self.view: dict[str, Any] | None = None
+        self.view_at = 0.0
+        self.pg_state: dict[str, Any] | None = None
+        self.pg_state_at = 0.0
+        self.cluster: Cluster | None = None
+        self.last: Decision | None = None
+        self.tick_count = 0
+        self.tick_started = 0.0
+        self.tick_finished = 0.0
+        self.next_tick = time.time()
+        self._timer: Any = None
+        self._seen_view: tuple[Any, ...] = ()
+        self._seen_pg: tuple[Any, ...] = ()
+        self._failures = 0
+
+    # --- wiring -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.loop.add_reader(self.server.socket, self.server.process)
+        self.loop.add_reader(self.subscriber.socket, self._on_events)
+        self.loop.install_signal_handlers()
+        self.loop.on_stop(self.shutdown)
+        self._schedule(0.2)  # give the subscriptions a moment to connect
+
+    def _schedule(self, delay: float) -> None:
+        due = time.time() + delay
+        if self._timer is not None and not self._timer.cancelled:
+            if self.next_tick <= due:
+                return
+            self._timer.cancelled = True
+        self.next_tick = due
+        self._timer = self.loop.call_later(delay, self.tick)
+
+    def wake(self) -> None:
+        self._schedule(max(0.0, self.tick_finished + MIN_TICK_GAP - time.time()))
+
+    def _on_status(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        return self.node_status()
+
+    def _on_wakeup(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        self.wake()
+        return {"woken": True}
+
+    def _on_events(self) -> None:
+        changed = False
+        for event in self.subscriber.drain():
+            changed |= self._take_event(event)
+        if changed:
+            self.publish()
+
+    def _take_event(self, event: Event) -> bool:
+        now = time.time()
+        if event.topic == Topic.CLUSTER_VIEW:
+            self.view, self.view_at = event.body, now
+            if _view_fingerprint(event.body) != self._seen_view:
+                self.wake()
+            return True
+        if event.topic == Topic.PG_STATE:
+            self.pg_state, self.pg_state_at = event.body, now
+            if _pg_fingerprint(event.body) != self._seen_pg:
+                self.wake()
+            return True
+        return False
+
+    # --- the tick ---------------------------------------------------------------------------------
+
+    def read_cluster(self) -> Cluster | None:
+        try:
+            view = self.clients.dcs.call("dcs.get_cluster", {}, timeout=min(2.0, self.dynamic.retry_timeout))
+        except RemoteError as exc:
+            log.warning("cannot read the cluster from dcs_proxy: %s", exc.message)
+            return None
+        self.view, self.view_at = view, time.time()
+        if not view.get("ok"):
+            return None
+        keys = view.get("keys")
+        return Cluster.from_wire(keys) if isinstance(keys, dict) else None
+
+    def read_pg(self) -> PgView | None:
+        try:
+            state = self.clients.pg.call("pg.status", {}, timeout=1.0)
+            self.pg_state, self.pg_state_at = state, time.time()
+        except RemoteError as exc:
+            log.warning("cannot read PostgreSQL's state from postmaster: %s", exc.message)
+            if self.pg_state is None or time.time() - self.pg_state_at > PG_STATE_FRESH:
+                return None
+        return PgView.from_wire(self.pg_state) if self.pg_state is not None else None
+
+    def tick(self) -> None:
+        self._timer = None
+        self.tick_started = time.time()
+        self.tick_count += 1
+        cluster = self.read_cluster()
+        pg = self.read_pg()
+        self._seen_view = _view_fingerprint(self.view)
+        self._seen_pg = _pg_fingerprint(self.pg_state)
+        self.cluster = cluster
+        config_data = cluster.config.data if cluster is not None and cluster.config is not None else None
+        if cluster is not None:
+            self.dynamic = effective(config_data, self.facts.bootstrap_dcs)
+            for warning in self.dynamic.warnings:
+                log.warning(warning)
+        snapshot = Snapshot(time.time(), self.facts, self.dynamic, cluster, pg)
+        decision = decide(snapshot, self.memory)
+        if decision.needs_peers and cluster is not None:
+            names = next(x.names for x in decision.actions if isinstance(x, a.ProbePeers))
+            peers = probe_members([m for m in cluster.members if m.name in names])
+            decision = decide(replace(snapshot, peers=peers, now=time.time()), self.memory)
+        failed = self.execute(decision)
+        self.last = decision
+        self.tick_finished = time.time()
+        self._log(decision, failed)
+        self.publish()
+        if failed is not None:
+            self._failures += 1
+            self._schedule(RETRY_AFTER_FAILURE if self._failures <= 3 else float(self.dynamic.loop_wait))
+        else:
+            self._failures = 0
+            self._schedule(max(0.0, self.tick_started + self.dynamic.loop_wait - time.time()))
+
+    def execute(self, decision: Decision) -> a.Action | None:
+        """Run the plan in order; stop at the first failure. Returns the failed action, if any."""
+        self.memory = decision.memory
+        for action in decision.actions:
+            if isinstance(action, a.ProbePeers):
+                continue
+            outcome: Outcome = self.runner.run(action)
+            self.memory = record(self.memory, action, outcome)
+            if not outcome.succeeded and not self.runner.is_soft_failure(action):
+                return action
+        return None
+
+    def _log(self, decision: Decision, failed: a.Action | None) -> None:
+        prefix = "PAUSE: " if self.dynamic.pause else ""
+        fields: dict[str, Any] = {
+            "reason": str(decision.reason),
+            "actions": [x.kind for x in decision.actions],
+            "tick": self.tick_count,
+        }
+        if failed is not None:
+            fields["failed"] = failed.kind
+        log.info("%s%s", prefix, decision.detail, extra={"fields": fields})
+
+    # --- publishing -------------------------------------------------------------------------------
+
+    def node_status(self) -> dict[str, Any]:
+        pg = PgView.from_wire(self.pg_state) if self.pg_state is not None else None
+        cluster = self.cluster
+        has_lock = cluster is not None and cluster.leader_name == self.facts.name
+        pause = self.dynamic.pause
+        return {
+            "name": self.facts.name,
+            "scope": self.facts.scope,
+            "ts": time.time(),
+            "tick": {
+                "count": self.tick_count,
+                "started": self.tick_started,
+                "finished": self.tick_finished,
+                "next": self.next_tick,
+            },
+            "role": node_role(pg),
+            "has_lock": has_lock,
+            "lock_ok": has_lock and self.memory.lock_ok,
+            "pause": pause,
+            "ttl": self.dynamic.ttl,
+            "loop_wait": self.dynamic.loop_wait,
+            "retry_timeout": self.dynamic.retry_timeout,
+            "reason": str(self.last.reason) if self.last else "",
+            "detail": self.last.detail if self.last else "starting",
+            "patroni": patroni_body(self.facts, pg, cluster, pause),
+            "watchdog_failed": False,
+        }
+
+    def publish(self) -> None:
+        self.publisher.publish(Topic.NODE_STATUS, self.node_status())
+
+    # --- shutdown (A50) ---------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop PostgreSQL fast; the leader then deletes its key. In pause nothing is stopped."""
+        if self.dynamic.pause:
+            log.info("Leader key is not deleted and Postgresql is not stopped due paused state")
+            return
+        pg = self.read_pg()
+        if pg is not None and pg.running:
+            if not self._stop_postgres():
+                log.error("PostgreSQL shutdown failed, leader key not removed.")
+                return
+        cluster = self.read_cluster()
+        if cluster is not None and cluster.leader_name == self.facts.name:
+            state = self.read_pg()
+            lsn = state.raw.get("controldata", {}).get("checkpoint_lsn") if state is not None else None
+            self.runner.run(a.ReleaseLeader(lsn if isinstance(lsn, int) else None))
+            log.info("Leader key released")
+        final = self.read_pg()
+        if cluster is not None and final is not None:
+            self.runner.run(a.TouchMember({**member_data(self.facts, final, pause=False), "state": "stopped"}))
+        self.runner.run(a.WatchdogDisarm())
+
+    def _stop_postgres(self) -> bool:
+        try:
+            reply = self.clients.pg.call("pg.stop", {"mode": "fast"}, timeout=5.0)
+        except RemoteError as exc:
+            log.error("cannot stop PostgreSQL: %s", exc.message)
+            return False
+        op_id = reply.get("operation")
+        deadline = time.time() + self.config.pg_ctl_timeout + 5
+        while time.time() < deadline:
+            pg = self.read_pg()
+            op = pg.operation if pg is not None else None
+            if op is not None and op.id == op_id and not op.is_running:
+                return op.state == "succeeded"
+            time.sleep(0.1)
+        return False
+
+
+def run(runtime: Runtime) -> None:
+    brain = Brain(runtime)
+    brain.start()
+    log.info("ha_loop started for %s in cluster %s", brain.facts.name, brain.facts.scope)
+    try:
+        brain.loop.run()
+    finally:
+        brain.loop.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(Service.HA_LOOP, argv))

@@ -1,0 +1,4 @@
+from services.watchdogd.main import main
+
+if __name__ == "__main__":
+    main()
