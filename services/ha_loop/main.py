@@ -320,7 +320,7 @@ class Brain:
             lsn = state.raw.get("controldata", {}).get("checkpoint_lsn") if state is not None else None
             self.runner.run(a.ReleaseLeader(lsn if isinstance(lsn, int) else None))
             log.info("Leader key released")
-        final = self.read_pg()
+        final = self.read_pg() if cluster is not None else None
         if cluster is not None and final is not None:
             self.runner.run(a.TouchMember({**member_data(self.facts, final, pause=False), "state": "stopped"}))
         self.runner.run(a.WatchdogDisarm())
