@@ -10,6 +10,7 @@ from string import Template
 import yaml
 
 from shared.config import NodeConfig
+from shared.config.dynamic import effective
 from shared.launcher.accounts import Accounts
 
 TEMPLATE_NAME = "supervisord.conf"
@@ -68,6 +69,7 @@ def render(config: NodeConfig, accounts: Accounts, run_dir: str, log_dir: str, c
         "env_postgres": _env(postgres_env),
         "program_log": "/dev/stdout",
         "ha_loop_stopwaitsecs": str(config.pg_ctl_timeout + 30),
+        "dcs_proxy_stopwaitsecs": str(effective(None, config.bootstrap_dcs).retry_timeout + 10),
     }
     text = Template(find_template(config).read_text()).substitute(values)
     # every program starts in the run directory (the postgres user cannot enter /root, for one)
