@@ -36,8 +36,12 @@ def main() -> int:
         print(f"demo: ports {busy} are in use on 127.0.0.1; stop what uses them and try again", file=sys.stderr)
         return 1
     base = Path(os.environ.get("HAVEN_DEMO_DIR") or make_shared_tmpdir("haven-demo-"))
-    cluster = Cluster(scope="demo", base=base, specs=SPECS,
-                      dcs={"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576})
+    cluster = Cluster(
+        scope="demo",
+        base=base,
+        specs=SPECS,
+        dcs={"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576},
+    )
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -60,11 +64,11 @@ def main() -> int:
         print(
             f"""
 The cluster is up: {leader.name} is the leader. Things to try in another terminal:
-  {' '.join(ctl)} list -W                      # watch the cluster
-  curl -s http://127.0.0.1:{leader.spec.rest_port}/patroni                 # the leader's status (GET /patroni)
-  psql -h 127.0.0.1 -p {leader.spec.pg_port} -U postgres                          # password: postgres-secret
-  kill -TERM {pids[leader.name]}                                          # stop the leader node cleanly: a replica takes over
-  kill -KILL {pids[leader.name]}; pkill -KILL -f {base}/{leader.name}  # lose the leader node: failover after the ttl
+  {" ".join(ctl)} list -W                      # watch the cluster
+  curl -s http://127.0.0.1:{leader.spec.rest_port}/patroni        # the leader's status (GET /patroni)
+  psql -h 127.0.0.1 -p {leader.spec.pg_port} -U postgres                 # password: postgres-secret
+  kill -TERM {pids[leader.name]}                                 # stop the leader node cleanly: a replica takes over
+  pkill -KILL -f {base}/{leader.name}                            # lose the leader node: failover after the ttl
 Press Ctrl-C to stop every node."""
         )
         while not stopping:

@@ -310,10 +310,9 @@ class Brain:
             log.info("Leader key is not deleted and Postgresql is not stopped due paused state")
             return
         pg = self.read_pg()
-        if pg is not None and pg.running:
-            if not self._stop_postgres():
-                log.error("PostgreSQL shutdown failed, leader key not removed.")
-                return
+        if pg is not None and pg.running and not self._stop_postgres():
+            log.error("PostgreSQL shutdown failed, leader key not removed.")
+            return
         cluster = self.read_cluster()
         if cluster is not None and cluster.leader_name == self.facts.name:
             state = self.read_pg()

@@ -97,7 +97,8 @@ def patroni_body(
         body["pending_restart"] = True
     if watchdog_failed:
         body["watchdog_failed"] = True
-    body["tags"] = dict(facts.published_tags)
+    if facts.published_tags:
+        body["tags"] = dict(facts.published_tags)
     if pg is not None and pg.sysid:
         body["database_system_identifier"] = pg.sysid
     body["patroni"] = {"version": PATRONI_API_VERSION, "scope": facts.scope, "name": facts.name}
