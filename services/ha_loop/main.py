@@ -267,6 +267,10 @@ class Brain:
         }
         if failed is not None:
             fields["failed"] = failed.kind
+            log.info(
+                "%s%s; stopped: %s did not succeed", prefix, decision.detail, failed.kind, extra={"fields": fields}
+            )
+            return
         log.info("%s%s", prefix, decision.detail, extra={"fields": fields})
 
     # --- publishing -------------------------------------------------------------------------------
@@ -319,10 +323,11 @@ class Brain:
             lsn = state.raw.get("controldata", {}).get("checkpoint_lsn") if state is not None else None
             self.runner.run(a.ReleaseLeader(lsn if isinstance(lsn, int) else None))
             log.info("Leader key released")
-        final = self.read_pg() if cluster is not None else None
+        final = self.read_pg()
         if cluster is not None and final is not None:
             self.runner.run(a.TouchMember({**member_data(self.facts, final, pause=False), "state": "stopped"}))
         self.runner.run(a.WatchdogDisarm())
+        self.publish()  # the REST API keeps serving this last word: PostgreSQL is stopped
 
     def _stop_postgres(self) -> bool:
         try:

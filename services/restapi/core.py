@@ -108,7 +108,7 @@ Handler = Callable[[str, Query, Snapshot, float], Response]
 
 
 def _get_patroni(path: str, query: Query, snapshot: Snapshot, now: float) -> Response:
-    return json_response(200, snapshot.status_body())  # D19: always 200
+    return json_response(200, snapshot.status_body(now))  # D19: always 200
 
 
 def _no_view() -> Response:
@@ -150,7 +150,7 @@ def _get_readiness(path: str, query: Query, snapshot: Snapshot, now: float) -> R
 
 
 def _get_metrics(path: str, query: Query, snapshot: Snapshot, now: float) -> Response:
-    text = metrics.render(snapshot.status_body(), snapshot.identity.scope, snapshot.identity.name)
+    text = metrics.render(snapshot.status_body(now), snapshot.identity.scope, snapshot.identity.name)
     return Response(200, text.encode(), {"Content-Type": TEXT_TYPE})
 
 
@@ -187,6 +187,6 @@ def respond(method: str, path: str, query: str, snapshot: Snapshot, now: float) 
         handler = GET_HANDLERS.get(first_segment(path))
         if handler is not None:
             return handler(path, params, snapshot, now)
-        status = snapshot.status_body()
+        status = snapshot.status_body(now)
         return json_response(health.status_code(path, params, snapshot, now, status), status)
     return status_only(health.status_code(path, params, snapshot, now))  # HEAD, OPTIONS (D3, K1)

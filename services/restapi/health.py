@@ -68,7 +68,7 @@ def holds_lock(snapshot: Snapshot) -> bool:
 
 
 def evaluate(snapshot: Snapshot, status: Mapping[str, Any], query: Query, now: float) -> Codes:
-    """`status` is snapshot.status_body(), computed once per request by the caller."""
+    """`status` is snapshot.status_body(now), computed once per request by the caller."""
     ns = snapshot.node_status or {}
     role = str(ns.get("role") or status.get("role") or "")
     running = status.get("state") == "running"
@@ -131,7 +131,7 @@ def status_code(
     if snapshot.node_status is None:
         return UNAVAILABLE
     path = "/primary" if path == "/" else path
-    status = snapshot.status_body() if status is None else status
+    status = snapshot.status_body(now) if status is None else status
     codes = evaluate(snapshot, status, query, now)
     ignore_tags = False
     code = UNAVAILABLE
@@ -172,7 +172,7 @@ def liveness(snapshot: Snapshot, now: float) -> int:
     next_run = tick.get("next") if isinstance(tick, Mapping) else None
     if isinstance(next_run, bool) or not isinstance(next_run, int | float):
         return UNAVAILABLE
-    status = snapshot.status_body()
+    status = snapshot.status_body()  # what the brain last said, stale or not: its lateness is the question
     is_primary = ns.get("role") == "master" and status.get("state") == "running"
     threshold = snapshot.ttl * (1 if is_primary else 2)
     return OK if now <= next_run + threshold else UNAVAILABLE
@@ -184,6 +184,6 @@ def readiness(snapshot: Snapshot, now: float) -> int:
         return UNAVAILABLE
     if holds_lock(snapshot):
         return OK
-    if snapshot.status_body().get("state") == "running" and snapshot.is_view_fresh(now):
+    if snapshot.status_body(now).get("state") == "running" and snapshot.is_view_fresh(now):
         return OK
     return UNAVAILABLE

@@ -21,6 +21,12 @@ DEFAULT_TTL = 30
 _AFTER_DCS_LAST_SEEN = ("tags", "database_system_identifier", "pending_restart", "patroni")
 
 
+# W1 keys that come from PostgreSQL itself: dropped from a stale report.
+_PG_FACTS = frozenset(
+    {"postmaster_start_time", "server_version", "xlog", "timeline", "replication", "replication_state", "sync_standby"}
+)
+
+
 def as_map(value: Any) -> Mapping[str, Any]:
     """`value` when it is a map, else an empty one: published bodies are read tolerantly."""
     return value if isinstance(value, Mapping) else {}
@@ -86,11 +92,20 @@ class Snapshot:
             return bool(parse_bool(self.node_status.get("pause")))
         return bool(self.cluster and self.cluster.pause)
 
-    def status_body(self) -> dict[str, Any]:
-        """The GET /patroni body (W1): the brain's, with dcs_last_seen from the freshest cluster view."""
+    def is_node_status_stale(self, now: float) -> bool:
+        """The brain has not published for longer than ttl: it is hung or gone, and what it said about
+        PostgreSQL may no longer be true (a fenced primary must not keep looking alive to the leader race)."""
+        return self.node_status_at is not None and now - self.node_status_at > self.ttl
+
+    def status_body(self, now: float | None = None) -> dict[str, Any]:
+        """The GET /patroni body (W1): the brain's, with dcs_last_seen from the freshest cluster view.
+        When the brain's report is stale, PostgreSQL's facts are dropped and the state is "unknown", the way
+        Patroni answers when its status query fails (W1)."""
         patroni = self.node_status.get("patroni") if self.node_status is not None else None
         if isinstance(patroni, Mapping) and patroni:
             body = dict(patroni)
+            if now is not None and self.is_node_status_stale(now):
+                body = {"state": "unknown", **{k: v for k, v in body.items() if k not in _PG_FACTS and k != "state"}}
         else:
             body = {"state": "unknown", "role": "uninitialized"}
             body["patroni"] = {"version": PATRONI_API_VERSION, "scope": self.identity.scope, "name": self.identity.name}

@@ -38,6 +38,10 @@ def havenctl_binary() -> str:
     return str(candidate) if candidate.exists() else "havenctl"
 
 
+class NodeDied(Exception):
+    pass
+
+
 @dataclass
 class NodeSpec:
     name: str
@@ -308,7 +312,18 @@ class Cluster:
         return len(leaders) == 1 and len(streaming) == len(nodes) - 1 and self.leader(nodes) is not None
 
     def wait_healthy(self, timeout: float = 90, among: list[Node] | None = None) -> Node:
-        wait_until(lambda: self.healthy(among), timeout, interval=0.25, what="one leader and streaming replicas")
+        started = [n for n in (among or self.nodes) if n.proc is not None]
+
+        def check() -> bool:
+            dead = [n.name for n in started if not n.is_running]
+            if dead:
+                raise NodeDied(f"nodes exited: {', '.join(dead)}")
+            return self.healthy(among)
+
+        try:
+            wait_until(check, timeout, interval=0.25, what="one leader and streaming replicas", fail_on=NodeDied)
+        except NodeDied as exc:
+            raise AssertionError(str(exc)) from None
         leader = self.leader(among)
         assert leader is not None
         return leader

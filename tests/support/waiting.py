@@ -13,8 +13,16 @@ class Timeout(AssertionError):
     pass
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, *, interval: float = 0.05, what: str = "condition") -> T:
-    """Call `predicate` until it returns something truthy; return it. Exceptions count as 'not yet'."""
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    *,
+    interval: float = 0.05,
+    what: str = "condition",
+    fail_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call `predicate` until it returns something truthy; return it. Exceptions count as 'not yet',
+    except those in `fail_on`, which end the wait at once."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -22,6 +30,8 @@ def wait_until(predicate: Callable[[], T], timeout: float, *, interval: float = 
             value = predicate()
             if value:
                 return value
+        except fail_on:
+            raise
         except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:

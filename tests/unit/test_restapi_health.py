@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -281,3 +282,14 @@ def test_d17_readiness() -> None:
     assert code(not_ok, "/readiness", now=NOW + 31) == 503  # ...for ttl seconds only
     assert code(snap(node_status("replica", state="starting"), REPLICA_VIEW), "/readiness") == 503
     assert code(snap(None, REPLICA_VIEW), "/readiness") == 503
+
+
+def test_a_stale_brain_report_no_longer_claims_a_running_primary_W1_A8() -> None:
+    """A hung or dead brain must not make a fenced primary look alive to the other members' leader race."""
+    fresh = core.respond("GET", "/patroni", "", PRIMARY, NOW + 1)
+    assert fresh.status == 200 and b'"location"' in (fresh.body or b"")
+    stale = core.respond("GET", "/patroni", "", PRIMARY, NOW + 31)
+    assert stale.status == 200
+    body = json.loads(stale.body or b"{}")
+    assert body["state"] == "unknown" and "xlog" not in body and body["role"] == "master"
+    assert code(PRIMARY, "/health", now=NOW + 31) == 503
