@@ -64,11 +64,16 @@ def main() -> int:
         print(
             f"""
 The cluster is up: {leader.name} is the leader. Things to try in another terminal:
-  {" ".join(ctl)} list -W                      # watch the cluster
-  curl -s http://127.0.0.1:{leader.spec.rest_port}/patroni        # the leader's status (GET /patroni)
-  psql -h 127.0.0.1 -p {leader.spec.pg_port} -U postgres                 # password: postgres-secret
-  kill -TERM {pids[leader.name]}                                 # stop the leader node cleanly: a replica takes over
-  pkill -KILL -f {base}/{leader.name}                            # lose the leader node: failover after the ttl
+  {" ".join(ctl)} list -W
+      watch the cluster
+  curl -s http://127.0.0.1:{leader.spec.rest_port}/patroni
+      the leader's status (GET /patroni)
+  psql -h 127.0.0.1 -p {leader.spec.pg_port} -U postgres
+      connect to the leader (password: postgres-secret)
+  kill -TERM {pids[leader.name]}
+      stop the leader node cleanly: a replica takes over at once
+  pkill -KILL -f {base}/{leader.name}
+      lose the leader node: a replica takes over once its leader key expires (ttl 30 s)
 Press Ctrl-C to stop every node."""
         )
         while not stopping:
@@ -76,6 +81,8 @@ Press Ctrl-C to stop every node."""
     finally:
         print("demo: stopping the nodes")
         cluster.stop()
+        if not os.environ.get("HAVEN_DEMO_DIR"):
+            subprocess.run(["rm", "-rf", str(base)], check=False)
     return 0
 
 
