@@ -1,0 +1,360 @@
+"""What the controller knows, and the pg_state it publishes (pure: no I/O, no clock).
+
+An Observation is what the monitor saw at one moment (postmaster.pid, the monitoring query, pg_controldata).
+Memory is what the loop remembers between observations (whether PostgreSQL is meant to run, the operation in
+progress, a failure state). `pg_state()` turns both into the event body of docs/protocol.md (C91-C93, W1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from shared.model.member import parse_bool, parse_int
+
+
+class DataDir(StrEnum):
+    MISSING = "missing"
+    EMPTY = "empty"
+    INITIALIZED = "initialized"
+    INVALID = "invalid"  # not empty, no global/pg_control
+
+
+UNCLEAN_STATES = frozenset({"in production", "in archive recovery", "in crash recovery", "shutting down"})
+REPLICA_STATES = frozenset({"in archive recovery", "shut down in recovery"})
+
+
+def classify_data_dir(names: Sequence[str] | None, has_pg_control: bool) -> DataDir:
+    """names: the directory listing, None when it does not exist. lost+found and dotfiles do not count (C9)."""
+    if has_pg_control:
+        return DataDir.INITIALIZED
+    if names is None:
+        return DataDir.MISSING
+    if all(n.startswith(".") or n == "lost+found" for n in names):
+        return DataDir.EMPTY
+    return DataDir.INVALID
+
+
+# ---- parsing ------------------------------------------------------------------------------------------------------
+
+
+def parse_lsn(text: str | None) -> int | None:
+    match = re.fullmatch(r"\s*([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})\s*", text or "")
+    return (int(match.group(1), 16) << 32) + int(match.group(2), 16) if match else None
+
+
+def parse_controldata(text: str) -> dict[str, str]:
+    result = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def controldata_summary(data: Mapping[str, str]) -> dict[str, Any]:
+    if not data:
+        return {}
+    return {
+        "state": data.get("Database cluster state"),
+        "timeline": parse_int(data.get("Latest checkpoint's TimeLineID")),
+        "checkpoint_lsn": parse_lsn(data.get("Latest checkpoint location")),
+    }
+
+
+@dataclass(frozen=True)
+class PidFile:
+    pid: int
+    data_dir: str
+    start_time: float | None
+    status: str | None  # "starting", "stopping", "ready", "standby" (line 8), None early in startup
+
+
+def parse_pid_file(text: str) -> PidFile | None:
+    lines = text.splitlines()
+    pid = parse_int(lines[0]) if lines else None
+    if pid is None or pid <= 0:
+        return None
+    start = parse_int(lines[2]) if len(lines) > 2 else None
+    status = lines[7].strip() or None if len(lines) > 7 else None
+    return PidFile(pid=pid, data_dir=lines[1].strip() if len(lines) > 1 else "", start_time=start, status=status)
+
+
+# ---- observations -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SqlStatus:
+    """The result of the monitoring query."""
+
+    in_recovery: bool
+    postmaster_start_time: str
+    server_version: int
+    sysid: str | None = None
+    current_lsn: int | None = None
+    primary_timeline: int | None = None
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    replayed_timestamp: str | None = None
+    paused: bool = False
+    checkpoint_timeline: int | None = None
+    restore_command: str = ""
+    receiver: Mapping[str, Any] | None = None
+    replication: Sequence[Mapping[str, Any]] = ()
+    postmaster_settings: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    pending_restart: bool = False
+
+    @property
+    def timeline(self) -> int | None:
+        if not self.in_recovery:
+            return self.primary_timeline
+        received = parse_int((self.receiver or {}).get("received_tli"))
+        return received or self.checkpoint_timeline
+
+    @property
+    def replication_state(self) -> str | None:
+        """C92: streaming when the WAL receiver streams, in archive recovery when restore_command is set."""
+        if not self.in_recovery:
+            return None
+        if (self.receiver or {}).get("status") == "streaming":
+            return "streaming"
+        return "in archive recovery" if self.restore_command else None
+
+
+@dataclass(frozen=True)
+class Observation:
+    ts: float  # epoch seconds when it was read
+    order: float  # monotonic time when the reading started: a later reading replaces an earlier one
+    data_dir: DataDir
+    running: bool = False
+    pid: int | None = None
+    pm_status: str | None = None
+    sql: SqlStatus | None = None
+    controldata: Mapping[str, str] = field(default_factory=dict)
+    standby_signal: bool = False
+
+    @property
+    def accepting(self) -> bool:
+        return self.sql is not None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the loop remembers between observations."""
+
+    intended_running: bool | None = None  # None: unknown since the controller started
+    phase: str | None = None  # the state of the operation in progress ("starting", ...)
+    failure: str | None = None  # "start failed", ... kept until an operation starts or running/accepting change
+    failure_at: tuple[bool, bool] | None = None
+    operation: Mapping[str, Any] | None = None
+    following: str | None = None
+
+
+def remember(memory: Memory, obs: Observation) -> Memory:
+    changes: dict[str, Any] = {}
+    if memory.intended_running is None and obs.running:
+        changes["intended_running"] = True  # re-adopted: if it vanishes now, it crashed
+    if memory.failure is not None and memory.failure_at != (obs.running, obs.accepting):
+        changes.update(failure=None, failure_at=None)
+    return dataclasses.replace(memory, **changes) if changes else memory
+
+
+def derive_role(obs: Observation) -> str:
+    if obs.data_dir != DataDir.INITIALIZED:
+        return "uninitialized"
+    if obs.sql is not None:
+        return "replica" if obs.sql.in_recovery else "master"
+    cluster_state = obs.controldata.get("Database cluster state")
+    if cluster_state in REPLICA_STATES:
+        return "replica"
+    if cluster_state:
+        return "master"
+    return "replica" if obs.standby_signal else "master"
+
+
+def derive_state(obs: Observation, memory: Memory) -> str:
+    """C91."""
+    if memory.phase:
+        return memory.phase
+    if memory.failure:
+        return memory.failure
+    if obs.running:
+        if not obs.accepting and obs.pm_status in ("starting", "stopping"):
+            return obs.pm_status
+        return "running"
+    if memory.intended_running is not None:
+        return "crashed" if memory.intended_running else "stopped"
+    return "crashed" if obs.controldata.get("Database cluster state") in UNCLEAN_STATES else "stopped"
+
+
+def xlog(sql: SqlStatus | None) -> dict[str, Any] | None:
+    """W1: primary {"location"}; replica {"received_location", "replayed_location", "replayed_timestamp", "paused"}."""
+    if sql is None:
+        return None
+    if not sql.in_recovery:
+        return {"location": sql.current_lsn}
+    received = sql.received_lsn if sql.received_lsn is not None else sql.replayed_lsn
+    return {
+        "received_location": received,
+        "replayed_location": sql.replayed_lsn,
+        "replayed_timestamp": sql.replayed_timestamp,
+        "paused": sql.paused,
+    }
+
+
+def wal_position(sql: SqlStatus | None) -> int | None:
+    if sql is None:
+        return None
+    if not sql.in_recovery:
+        return sql.current_lsn
+    values = [v for v in (sql.received_lsn, sql.replayed_lsn) if v is not None]
+    return max(values) if values else None
+
+
+def pg_state(
+    name: str, obs: Observation, memory: Memory, *, binary_version: int | None, pending: bool
+) -> dict[str, Any]:
+    """The body of the postmaster.pg_state event (docs/protocol.md)."""
+    sql = obs.sql
+    cd = obs.controldata
+    sysid = (sql.sysid if sql else None) or cd.get("Database system identifier") or None
+    timeline = sql.timeline if sql else parse_int(cd.get("Latest checkpoint's TimeLineID"))
+    return {
+        "name": name,
+        "ts": obs.ts,
+        "data_dir": str(obs.data_dir),
+        "sysid": sysid,
+        "server_version": sql.server_version if sql else binary_version,
+        "running": obs.running,
+        "accepting": obs.accepting,
+        "state": derive_state(obs, memory),
+        "role": derive_role(obs),
+        "postmaster_start_time": sql.postmaster_start_time if sql else None,
+        "timeline": timeline,
+        "xlog": xlog(sql),
+        "wal_position": wal_position(sql),
+        "replication": [dict(r) for r in sql.replication] if sql else [],
+        "replication_state": sql.replication_state if sql else None,
+        "following": memory.following,
+        "pending_restart": pending and obs.running,
+        "controldata": controldata_summary(cd),
+        "operation": dict(memory.operation) if memory.operation else None,
+    }
+
+
+_KEY_FIELDS = (
+    "running",
+    "accepting",
+    "role",
+    "state",
+    "timeline",
+    "following",
+    "pending_restart",
+    "data_dir",
+    "replication_state",
+    "sysid",
+    "postmaster_start_time",
+)
+
+
+def state_key(state: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a pg_state worth publishing at once rather than on the next heartbeat."""
+    op = state.get("operation") or {}
+    return (*(state.get(k) for k in _KEY_FIELDS), op.get("id"), op.get("state"))
+
+
+# ---- operations ---------------------------------------------------------------------------------------------------
+
+
+def new_operation(op_id: str, name: str, now: float) -> dict[str, Any]:
+    """name: the verb of the op ("bootstrap" for pg.bootstrap)."""
+    return {
+        "id": op_id,
+        "name": name,
+        "state": "running",
+        "error": None,
+        "started": now,
+        "finished": None,
+        "result": {},
+    }
+
+
+def finished_operation(
+    operation: Mapping[str, Any], now: float, *, error: str | None = None, result: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        **operation,
+        "state": "failed" if error else "succeeded",
+        "error": error,
+        "finished": now,
+        "result": dict(result or {}),
+    }
+
+
+# ---- pending restart (C45, C49) -----------------------------------------------------------------------------------
+
+_MEMORY_UNITS = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60000.0, "h": 3600000.0, "d": 86400000.0}
+_ENUM_ALIASES = {"hot_standby": "replica", "archive": "replica"}
+
+
+def _unit_factor(unit: str | None) -> tuple[dict[str, float], float] | None:
+    """'8kB' -> (the memory table, 8192)."""
+    match = re.fullmatch(r"(\d*)\s*([A-Za-z]+)", unit or "")
+    if not match:
+        return None
+    count = int(match.group(1) or 1)
+    for table in (_MEMORY_UNITS, _TIME_UNITS):
+        if match.group(2) in table:
+            return {k: float(v) for k, v in table.items()}, count * float(table[match.group(2)])
+    return None
+
+
+def _number_in_base(text: str, unit: str | None) -> float | None:
+    match = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not match:
+        return None
+    number = float(match.group(1))
+    factor = _unit_factor(unit)
+    if factor is None:
+        return number if not match.group(2) else None
+    table, base = factor
+    suffix = match.group(2)
+    if not suffix:
+        return number * base
+    return number * table[suffix] if suffix in table else None
+
+
+def _normalize_text(text: str) -> str:
+    return re.sub(r"\s*,\s*", ",", text.strip().strip("'\""))
+
+
+def setting_matches(desired: Any, setting: str | None, unit: str | None, vartype: str) -> bool:
+    """Whether the running value (pg_settings setting/unit/vartype) equals the desired configuration value."""
+    wanted = "on" if desired is True else "off" if desired is False else str(desired)
+    current = setting or ""
+    if vartype == "bool":
+        return parse_bool(wanted) == parse_bool(current)
+    if vartype in ("integer", "real"):
+        a, b = _number_in_base(wanted, unit), _number_in_base(current, unit)
+        return a is not None and b is not None and abs(a - b) <= 1e-9 * max(1.0, abs(b))
+    if vartype == "enum":
+        x, y = wanted.strip().lower(), current.strip().lower()
+        return _ENUM_ALIASES.get(x, x) == _ENUM_ALIASES.get(y, y)
+    return _normalize_text(wanted) == _normalize_text(current)
+
+
+def changed_postmaster_settings(desired: Mapping[str, Any], running: Mapping[str, Sequence[Any]]) -> list[str]:
+    """Names of postmaster-context parameters whose desired value differs from the running one."""
+    changed = []
+    for name, value in desired.items():
+        row = running.get(name.lower())
+        if row is None or len(row) < 3:
+            continue
+        if not setting_matches(value, row[0], row[1], str(row[2])):
+            changed.append(name)
+    return sorted(changed)

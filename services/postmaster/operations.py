@@ -1,0 +1,220 @@
+"""The long operations, run one at a time in the worker thread. Each returns its result map or raises
+OperationFailed with the message for pg_state.operation.error and the state to keep afterwards (C91)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from services.postmaster import files, pg, render
+from services.postmaster.core import DataDir
+from services.postmaster.render import Upstream
+from services.postmaster.settings import Settings
+from services.postmaster.sql import Session, SqlError
+
+log = logging.getLogger(__name__)
+
+STOP_MODE_OF_DEMOTE = {"offline": "fast", "graceful": "fast", "immediate": "immediate", "immediate-nolock": "immediate"}
+_FIRST_POLL_S = 0.01
+_MAX_POLL_S = 0.1
+
+
+class OperationFailed(Exception):
+    def __init__(self, message: str, state: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.state = state
+
+
+class Progress(Protocol):
+    """How an operation reports to the loop (thread-safe)."""
+
+    def phase(self, state: str | None) -> None: ...
+
+    def intend(self, running: bool) -> None: ...
+
+    def stopping(self) -> bool: ...
+
+
+class Operations:
+    def __init__(self, settings: Settings, dynamic: Mapping[str, Any], progress: Progress) -> None:
+        self.settings = settings
+        self.dynamic = dynamic
+        pg_section = dynamic.get("postgresql")
+        self.dynamic_pg: Mapping[str, Any] = pg_section if isinstance(pg_section, Mapping) else {}
+        self.progress = progress
+
+    # ---- building blocks ----------------------------------------------------------------------------------------
+
+    def session(self) -> Session:
+        return Session(self.settings.local_conn_params(), timeout=self.settings.pg_ctl_timeout)
+
+    def in_recovery(self) -> bool:
+        """Whether the running instance is a replica: asked of PostgreSQL, else from standby.signal."""
+        session = Session(self.settings.local_conn_params(), timeout=2.0)
+        try:
+            return bool(session.query("SELECT pg_is_in_recovery() AS r")[0]["r"])
+        except SqlError:
+            return files.is_standby(self.settings)
+        finally:
+            session.close()
+
+    def write_config(self, *, primary: bool, upstream: Upstream | None) -> files.WrittenConfig:
+        controldata = {} if primary else pg.controldata(self.settings)
+        return files.write_config(
+            self.settings, self.dynamic_pg, primary=primary, upstream=upstream, controldata=controldata
+        )
+
+    def start_postgres(self, *, primary: bool, upstream: Upstream | None) -> None:
+        """Write the configuration, start detached, wait until it accepts connections (pg_ctl_timeout)."""
+        written = self.write_config(primary=primary, upstream=upstream)
+        pg.remove_stale_pid_file(self.settings)
+        options = render.command_line_options(written.params)
+        if self.settings.config_dir != self.settings.data_dir:
+            options.append(f"--config_file={self.settings.conf_path}")
+        offset = pg.log_offset(self.settings)
+        self.progress.intend(True)
+        started = time.time()
+        try:
+            pg.pg_ctl_start(self.settings, options)
+        except pg.PgError as exc:
+            raise OperationFailed(str(exc), "start failed")
+        self.wait_ready(started, offset)
+
+    def wait_ready(self, started: float, log_offset: int) -> None:
+        """Until the postmaster says it accepts connections in postmaster.pid ("ready", or "standby" for a hot
+        standby), as pg_isready and pg_ctl -w judge it; fails at once when it exits."""
+        deadline = time.monotonic() + self.settings.pg_ctl_timeout
+        delay, seen_pid = _FIRST_POLL_S, None
+        while True:
+            pid_file = pg.find_postmaster(self.settings)
+            if pid_file is not None:
+                seen_pid = pid_file.pid
+                if pid_file.status in ("ready", "standby"):
+                    log.info("PostgreSQL accepts connections %.3fs after the start", time.time() - started)
+                    return
+            elif seen_pid is not None or (
+                time.time() - started > 1.0 and not pg.launched_since(self.settings, started)
+            ):
+                raise OperationFailed(self._start_error("PostgreSQL exited while starting", log_offset), "start failed")
+            if time.monotonic() >= deadline or self.progress.stopping():
+                message = f"PostgreSQL did not accept connections within {self.settings.pg_ctl_timeout:.0f}s"
+                raise OperationFailed(self._start_error(message, log_offset), "start failed")
+            time.sleep(delay)
+            delay = min(delay * 1.5, _MAX_POLL_S)
+
+    def _start_error(self, message: str, log_offset: int) -> str:
+        output = pg.log_since(self.settings, log_offset)
+        lines = [line for line in output.splitlines() if line.strip()][-5:]
+        return message + (": " + " | ".join(lines) if lines else "")
+
+    def stop_postgres(self, mode: str, failed_state: str = "stop failed") -> bool:
+        """Stop with pg_ctl; False when it was not running."""
+        if pg.find_postmaster(self.settings) is None:
+            self.progress.intend(False)
+            return False
+        self.progress.intend(False)
+        try:
+            pg.pg_ctl_stop(self.settings, mode)
+        except pg.PgError as exc:
+            raise OperationFailed(str(exc), failed_state)
+        return True
+
+    def require_initialized(self) -> None:
+        if files.data_dir_state(self.settings) != DataDir.INITIALIZED:
+            raise OperationFailed(f"the data directory {self.settings.data_dir} is not initialized")
+
+    # ---- operations ---------------------------------------------------------------------------------------------
+
+    def start(self, role: str, upstream: Upstream | None) -> dict[str, Any]:
+        self.require_initialized()
+        primary = role == "primary"
+        if pg.find_postmaster(self.settings) is not None:
+            if self.in_recovery() == primary:
+                raise OperationFailed(f"PostgreSQL already runs as a {'replica' if primary else 'primary'}")
+            return {"already_running": True}
+        self.start_postgres(primary=primary, upstream=None if primary else upstream)
+        return {}
+
+    def stop(self, mode: str) -> dict[str, Any]:
+        return {} if self.stop_postgres(mode) else {"already_stopped": True}
+
+    def restart(self, upstream: Upstream | None) -> dict[str, Any]:
+        self.require_initialized()
+        primary = not files.is_standby(self.settings)
+        if pg.find_postmaster(self.settings) is not None:
+            primary = not self.in_recovery()
+        if not primary and upstream is None:
+            upstream = files.read_following(self.settings)
+        self.stop_postgres("fast", "restart failed")
+        try:
+            self.start_postgres(primary=primary, upstream=None if primary else upstream)
+        except OperationFailed as exc:
+            raise OperationFailed(exc.message, "restart failed")
+        return {"role": "primary" if primary else "replica"}
+
+    def promote(self) -> dict[str, Any]:
+        """pg_promote without waiting, then pg_is_in_recovery() every 10 ms (pg_ctl would poll every 100 ms)."""
+        if pg.find_postmaster(self.settings) is None:
+            raise OperationFailed("PostgreSQL is not running")
+        session = self.session()
+        started = time.monotonic()
+        try:
+            if not session.query("SELECT pg_is_in_recovery() AS r")[0]["r"]:
+                return {"already_primary": True}
+            session.query("SELECT pg_promote(wait => false)")
+            deadline = started + self.settings.pg_ctl_timeout
+            while session.query("SELECT pg_is_in_recovery() AS r")[0]["r"]:
+                if time.monotonic() >= deadline:
+                    raise OperationFailed(f"not promoted within {self.settings.pg_ctl_timeout:.0f}s")
+                time.sleep(0.01)
+        except SqlError as exc:
+            raise OperationFailed(f"promote failed: {exc}")
+        finally:
+            session.close()
+        elapsed = time.monotonic() - started
+        log.info("promoted in %.3fs", elapsed)
+        self._rewrite_running(primary=True, upstream=None)
+        return {"duration": round(elapsed, 3)}
+
+    def _rewrite_running(self, *, primary: bool, upstream: Upstream | None) -> bool:
+        written = files.write_config(self.settings, self.dynamic_pg, primary=primary, upstream=upstream)
+        pid_file = pg.find_postmaster(self.settings)
+        if pid_file is not None:
+            pg.send_reload(pid_file.pid)
+        return written.changed
+
+    def demote(self, mode: str, upstream: Upstream | None) -> dict[str, Any]:
+        """Stop in the mode's way (A22), then start as a replica of `upstream`."""
+        self.require_initialized()
+        if pg.find_postmaster(self.settings) is not None:
+            self.progress.phase("stopping")
+            if mode == "graceful":
+                self._checkpoint()
+            self.stop_postgres(STOP_MODE_OF_DEMOTE[mode])
+        self.progress.phase("starting")
+        self.start_postgres(primary=False, upstream=upstream)
+        return {}
+
+    def _checkpoint(self) -> None:
+        session = self.session()
+        try:
+            session.query("CHECKPOINT")
+        except SqlError as exc:
+            log.warning("CHECKPOINT before the stop failed: %s", exc)
+        finally:
+            session.close()
+
+    def follow(self, upstream: Upstream | None) -> dict[str, Any]:
+        """A running replica gets its new primary_conninfo with a reload (PG 13+); a stopped one is started."""
+        self.require_initialized()
+        if pg.find_postmaster(self.settings) is not None:
+            if not self.in_recovery():
+                raise OperationFailed("PostgreSQL runs as a primary: demote it instead")
+            self._rewrite_running(primary=False, upstream=upstream)
+            return {"restarted": False}
+        self.progress.phase("starting")
+        self.start_postgres(primary=False, upstream=upstream)
+        return {"restarted": True}
