@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -423,6 +424,9 @@ def _leader(p: _Plan, s: Snapshot, configure: list[a.Action]) -> Decision:
         steps: list[a.Action] = [a.RefreshLeader(pg.wal_position), a.WatchdogKeepalive()]
         if not s.cluster.initialize and pg.sysid:  # B5, A51: a lost or unfinished initialize key
             steps.append(a.Initialize(create_new=s.cluster.initialize is None, sysid=pg.sysid))
+        if s.cluster.config is None:  # A51: the leader restores a missing /config
+            steps.append(a.WriteConfig(dict(s.facts.bootstrap_dcs)))
+        steps += history_update(s)
         return p.done(Reason.LEADER_OK, f"no action. {_i_am(s)}, the leader with the lock", *steps, *configure)
     if s.facts.tags.nofailover:  # A10: the lock is of no use to a node that may not promote
         return p.done(
@@ -439,6 +443,37 @@ def _leader(p: _Plan, s: Snapshot, configure: list[a.Action]) -> Decision:
         _watchdog_arm(s),
         a.PgPromote(),
     )
+
+
+def history_update(s: Snapshot) -> list[a.Action]:
+    """B7: the primary keeps /history in step with its timeline history file. Earlier lines keep the
+    promotion timestamps and leaders already in the DCS; the newest gets the file's time and our name."""
+    assert s.pg is not None and s.cluster is not None
+    timeline, known = s.pg.timeline, s.cluster.history
+    lines = list(known.lines) if known is not None else []
+    version = known.version if known is not None else None
+    if timeline is None:
+        return []
+    if timeline == 1:
+        return [a.WriteHistory("[]", version)] if lines else []
+    if lines and lines[-1][0] == timeline - 1 and len(lines[-1]) == 5:
+        return []
+    source = s.pg.timeline_history
+    if not source or source.get("timeline") != timeline or not isinstance(source.get("lines"), list):
+        return []
+    history = [list(line) for line in source["lines"] if isinstance(line, list) and len(line) == 3]
+    if s.cluster.config is not None and s.cluster.config.max_timelines_history:
+        history = history[-s.cluster.config.max_timelines_history :]
+    by_timeline = {line[0]: line for line in lines if line}
+    for line in history[:-1]:
+        stored = by_timeline.get(line[0], ())
+        if len(stored) >= 4 and stored[1] == line[1]:
+            line.extend(stored[3:5])
+    if history and history[-1][0] == timeline - 1:
+        mtime = source.get("mtime")
+        stamp = datetime.fromtimestamp(float(mtime), tz=UTC).astimezone().isoformat() if mtime else ""
+        history[-1] += [stamp, s.facts.name]
+    return [a.WriteHistory(json.dumps(history, separators=(",", ":")), version)] if history else []
 
 
 def _follower(p: _Plan, s: Snapshot, m: Memory, configure: list[a.Action]) -> Decision:

@@ -58,6 +58,7 @@ class PgView:
     pending_restart: bool = False
     controldata_state: str | None = None
     operation: Operation | None = None
+    timeline_history: Mapping[str, Any] | None = None  # a primary's pg_wal/<timeline>.history (B7)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -78,6 +79,7 @@ class PgView:
             if isinstance(controldata, Mapping) and controldata.get("state")
             else None,
             operation=Operation.from_wire(raw.get("operation")),
+            timeline_history=raw["timeline_history"] if isinstance(raw.get("timeline_history"), Mapping) else None,
             raw=dict(raw),
         )
 

@@ -67,6 +67,34 @@ def controldata_summary(data: Mapping[str, str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TimelineHistoryFile:
+    """pg_wal/<timeline>.history: one [parent timeline, switchpoint LSN, reason] line per earlier timeline."""
+
+    timeline: int
+    lines: tuple[tuple[int, int, str], ...]
+    mtime: float
+
+    def as_body(self) -> dict[str, Any]:
+        return {"timeline": self.timeline, "lines": [list(line) for line in self.lines], "mtime": self.mtime}
+
+
+def parse_history_file(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Tab-separated 'timeline<TAB>LSN<TAB>reason' lines; comments and malformed lines are skipped."""
+    lines = []
+    for raw in text.splitlines():
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        parts = raw.split("\t")
+        if len(parts) < 2:
+            parts = raw.split(None, 2)
+        timeline, lsn = parse_int(parts[0]), parse_lsn(parts[1]) if len(parts) > 1 else None
+        if timeline is None or lsn is None:
+            continue
+        lines.append((timeline, lsn, parts[2].strip() if len(parts) > 2 else ""))
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
 class PidFile:
     pid: int
     data_dir: str
@@ -136,6 +164,7 @@ class Observation:
     sql: SqlStatus | None = None
     controldata: Mapping[str, str] = field(default_factory=dict)
     standby_signal: bool = False
+    history: TimelineHistoryFile | None = None  # the running primary's timeline history file (B7)
 
     @property
     def accepting(self) -> bool:
@@ -243,6 +272,7 @@ def pg_state(
         "pending_restart": pending and obs.running,
         "controldata": controldata_summary(cd),
         "operation": dict(memory.operation) if memory.operation else None,
+        "timeline_history": obs.history.as_body() if obs.history is not None and sql and not sql.in_recovery else None,
     }
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from services.postmaster import files, pg
-from services.postmaster.core import DataDir, Observation, SqlStatus
+from services.postmaster.core import DataDir, Observation, SqlStatus, TimelineHistoryFile, parse_history_file
 from services.postmaster.settings import Settings
 from services.postmaster.sql import Session, SqlError, fetch_status
 
@@ -61,6 +61,7 @@ def observe(settings: Settings, session: Session, cache: ControldataCache, *, qu
     elif pid_file is None:
         session.close()
     controldata = cache.read() if sql is None and data_dir == DataDir.INITIALIZED and not quiet else {}
+    history = read_history(settings, sql.timeline) if sql is not None and not sql.in_recovery else None
     return Observation(
         ts=time.time(),
         order=order,
@@ -71,7 +72,30 @@ def observe(settings: Settings, session: Session, cache: ControldataCache, *, qu
         sql=sql,
         controldata=controldata,
         standby_signal=files.is_standby(settings),
+        history=history,
     )
+
+
+_history_cache: dict[str, TimelineHistoryFile] = {}
+
+
+def read_history(settings: Settings, timeline: int | None) -> TimelineHistoryFile | None:
+    """The primary's pg_wal/<timeline>.history (none on timeline 1); re-read only when it changed."""
+    if not timeline or timeline <= 1:
+        return None
+    path = os.path.join(settings.data_dir, "pg_wal", f"{timeline:08X}.history")
+    try:
+        mtime = os.stat(path).st_mtime
+        cached = _history_cache.get(path)
+        if cached is not None and cached.mtime == mtime and cached.timeline == timeline:
+            return cached
+        with open(path) as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return None
+    result = TimelineHistoryFile(timeline, parse_history_file(text), mtime)
+    _history_cache[path] = result
+    return result
 
 
 def observe_once(settings: Settings) -> Observation:

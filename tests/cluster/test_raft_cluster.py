@@ -215,6 +215,9 @@ def test_losing_the_leader_node_fails_over_within_ttl_plus_loop_wait_A5(cluster:
         assert elapsed <= TTL + LOOP_WAIT + 5  # ttl + loop_wait, plus the time to notice and promote
         cluster.wait_healthy(timeout=60, among=survivors)
         assert cluster.leader(survivors) is new
+        # B7, W3: the promotion is in /history with the switchpoint, a timestamp and the new leader
+        history = wait_until(lambda: (h := new.rest("/history")[1]) and h, 15, what="a /history entry")
+        assert history[-1][0] == 1 and history[-1][1] > 0 and history[-1][4] == new.name
 
 
 def test_the_killed_node_comes_back_as_a_streaming_replica_A23(cluster: Cluster) -> None:

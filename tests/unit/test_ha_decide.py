@@ -429,3 +429,54 @@ def test_member_key_carries_the_W6_fields_and_is_written_last_B4() -> None:
     assert isinstance(touch, a.TouchMember)
     assert touch.data["role"] == "master" and touch.data["xlog_location"] == 777 and touch.data["timeline"] == 3
     assert touch.data["conn_url"] == "postgres://127.0.0.1:5001/postgres" and touch.data["version"] == "3.2.2"
+
+
+# --- /history and /config kept by the leader (B7, A51) ----------------------------------------------
+
+
+def history_file(timeline: int, *lines: list[Any]) -> dict[str, Any]:
+    return {"timeline": timeline, "lines": [list(x) for x in lines], "mtime": 1700000000.0}
+
+
+def test_new_primary_appends_its_promotion_to_history_B7() -> None:
+    pg = make_pg(
+        role="master", timeline=2, timeline_history=history_file(2, [1, 50331744, "no recovery target specified"])
+    )
+    d = decide(snap(make_cluster(leader=ME, history="[]"), pg), CONFIGURED)
+    write = next(x for x in d.actions if isinstance(x, a.WriteHistory))
+    [line] = json.loads(write.value)
+    assert line[:3] == [1, 50331744, "no recovery target specified"] and line[4] == ME
+    assert line[3].startswith("2023-11-14T") and write.version == 7
+
+
+def test_history_keeps_earlier_promotion_times_and_leaders_B7() -> None:
+    known = json.dumps([[1, 100, "no recovery target specified", "2024-01-01T00:00:00+00:00", "n2"]])
+    pg = make_pg(
+        role="master",
+        timeline=3,
+        timeline_history=history_file(3, [1, 100, "no recovery target specified"], [2, 200, "r"]),
+    )
+    d = decide(snap(make_cluster(leader=ME, history=known), pg), CONFIGURED)
+    write = next(x for x in d.actions if isinstance(x, a.WriteHistory))
+    first, second = json.loads(write.value)
+    assert first == [1, 100, "no recovery target specified", "2024-01-01T00:00:00+00:00", "n2"]
+    assert second[:3] == [2, 200, "r"] and second[4] == ME
+
+
+def test_current_history_is_not_written_again_B7() -> None:
+    known = json.dumps([[1, 100, "r", "2024-01-01T00:00:00+00:00", "n1"]])
+    pg = make_pg(role="master", timeline=2, timeline_history=history_file(2, [1, 100, "r"]))
+    d = decide(snap(make_cluster(leader=ME, history=known), pg), CONFIGURED)
+    assert not any(isinstance(x, a.WriteHistory) for x in d.actions)
+
+
+def test_primary_on_timeline_one_clears_a_stale_history_B7() -> None:
+    known = json.dumps([[1, 100, "r", "2024-01-01T00:00:00+00:00", "n1"]])
+    d = decide(snap(make_cluster(leader=ME, history=known), make_pg(role="master", timeline=1)), CONFIGURED)
+    assert a.WriteHistory("[]", 7) in d.actions
+
+
+def test_leader_restores_a_missing_config_key_A51() -> None:
+    keys = {"initialize": KeyValue("7000", 1), "leader": KeyValue(ME, 2)}
+    d = decide(snap(Cluster.from_keys(keys), make_pg(role="master")), CONFIGURED)
+    assert a.WriteConfig({"ttl": 30}) in d.actions

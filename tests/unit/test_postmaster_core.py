@@ -181,6 +181,7 @@ PROTOCOL_FIELDS = {
     "pending_restart",
     "controldata",
     "operation",
+    "timeline_history",
 }
 
 
@@ -315,3 +316,13 @@ def test_changed_postmaster_settings() -> None:
 def test_every_pg_op_has_a_handler() -> None:
     requests = Requests(SimpleNamespace(settings=None))  # type: ignore[arg-type]
     assert set(requests.handlers()) == set(PG)
+
+
+def test_timeline_history_file_lines_are_parsed_B7() -> None:
+    from services.postmaster.core import parse_history_file
+
+    text = "1\t0/3000060\tno recovery target specified\n\n# comment\n2\t0/5000A8\tbefore 2000-01-01\nbroken\n"
+    assert parse_history_file(text) == (
+        (1, 0x3000060, "no recovery target specified"),
+        (2, 0x5000A8, "before 2000-01-01"),
+    )
