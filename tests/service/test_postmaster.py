@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,7 @@ from tests.support.ports import free_port
 from tests.support.postgres import is_root, make_shared_tmpdir, pg_bin_dir
 from tests.support.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = Path(sys.executable)  # the virtualenv running the tests; readable by postgres (scripts/setup.sh)
 SU_PASSWORD = "su'pa%ss\\x"  # a quote, a percent sign and a backslash: quoting must hold everywhere
 REPL_PASSWORD = "rep pass:1"
 HBA = [
@@ -52,8 +52,6 @@ HBA = [
 ]
 MARKERS = {"HAVEN_TEST_MARKER": "1", "PATRONI_TESTMARKER": "1", "KUBERNETES_TEST_MARKER": "1"}
 TIMINGS: dict[str, float] = {}
-
-pytestmark = pytest.mark.skipif(not PYTHON.exists(), reason="the repository virtualenv is missing")
 
 
 class Node:
@@ -130,7 +128,7 @@ class Node:
                     str(self.dir),
                     "--text-log",
                 ],
-                cwd=REPO,
+                cwd=self.dir,
                 env=pg_user_env(self.dir, MARKERS),
                 stdout=log,
                 stderr=subprocess.STDOUT,
