@@ -304,7 +304,10 @@ class Brain:
         }
 
     def publish(self) -> None:
-        self.publisher.publish(Topic.NODE_STATUS, self.node_status())
+        """Only after the first tick: a restarted brain has nothing to say about the lock until it has looked
+        (a premature lock_ok=false would make GET /primary flap on a healthy leader)."""
+        if self.last is not None:
+            self.publisher.publish(Topic.NODE_STATUS, self.node_status())
 
     # --- shutdown (A50) ---------------------------------------------------------------------------
 
