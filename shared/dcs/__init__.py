@@ -11,6 +11,12 @@ from shared.dcs.base import Backend, BackendError, DCSUnavailable, KeyValueTTL, 
 # section name -> "module:class"; a backend's module imports its client library at the top.
 BACKENDS: dict[str, str] = {
     "raft": "shared.dcs.raft:RaftBackend",
+    "etcd3": "shared.dcs.etcd3:Etcd3Backend",
+    "etcd": "shared.dcs.etcd:EtcdBackend",
+    "zookeeper": "shared.dcs.zookeeper:ZooKeeperBackend",
+    "exhibitor": "shared.dcs.exhibitor:ExhibitorBackend",
+    "consul": "shared.dcs.consul:ConsulBackend",
+    "kubernetes": "shared.dcs.kubernetes:KubernetesBackend",
 }
 
 __all__ = [
@@ -36,6 +42,10 @@ def get_backend(config: NodeConfig, on_change: OnChange) -> Backend:
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise BackendError(f"DCS backend {kind} is not available yet")
+        raise BackendError(f"DCS backend {kind} cannot be loaded: {exc}")
     except ImportError as exc:
         raise BackendError(f"DCS backend {kind} cannot be loaded: {exc}")
     backend_class: type[Backend] = getattr(module, class_name)
