@@ -22,6 +22,7 @@ import zmq
 from shared.protocol import envelope
 from shared.protocol.endpoints import Service
 from tests.support.cluster import Cluster, havenctl_binary, running_cluster
+from tests.support.layout import assert_matches_golden, raw_keys
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -66,6 +67,12 @@ def test_three_nodes_bootstrap_to_one_leader_and_two_streaming_replicas_A5_C1_C1
         sysid = status["database_system_identifier"]
         assert all(r.patroni()["database_system_identifier"] == sysid for r in replicas)
         assert all(r.rest("/replica")[0] == 200 and r.rest("/primary")[0] == 503 for r in replicas)
+
+
+def test_the_dcs_holds_patronis_keys_and_value_shapes_B1_W6_W7(cluster: Cluster) -> None:
+    leader = cluster.wait_healthy()
+    wait_until(lambda: "status" in raw_keys(leader.run_dir), 10, what="the leader's /status")
+    assert_matches_golden(raw_keys(leader.run_dir), leader.name)
 
 
 def test_a_row_written_on_the_leader_is_read_on_both_replicas(cluster: Cluster) -> None:

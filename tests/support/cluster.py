@@ -50,19 +50,31 @@ class NodeSpec:
     raft_port: int
 
 
-def node_config(spec: NodeSpec, partners: list[int], base: Path, scope: str, dcs: dict[str, Any]) -> dict[str, Any]:
+def node_config(
+    spec: NodeSpec,
+    partners: list[int],
+    base: Path,
+    scope: str,
+    dcs: dict[str, Any],
+    dcs_section: tuple[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A node's configuration; the DCS is the embedded Raft unless `dcs_section` = (kind, section) is given."""
     node_dir = base / spec.name
-    return {
-        "scope": scope,
-        "namespace": "/service",
-        "name": spec.name,
-        "restapi": {"listen": f"127.0.0.1:{spec.rest_port}", "connect_address": f"127.0.0.1:{spec.rest_port}"},
-        "raft": {
+    kind, section = dcs_section or (
+        "raft",
+        {
             "self_addr": f"127.0.0.1:{spec.raft_port}",
             "partner_addrs": [f"127.0.0.1:{p}" for p in partners],
             "data_dir": str(node_dir / "raft"),
             "password": "raft-secret",
         },
+    )
+    return {
+        "scope": scope,
+        "namespace": "/service",
+        "name": spec.name,
+        "restapi": {"listen": f"127.0.0.1:{spec.rest_port}", "connect_address": f"127.0.0.1:{spec.rest_port}"},
+        kind: section,
         "bootstrap": {
             "dcs": dcs,
             "initdb": [{"encoding": "UTF8"}, "data-checksums"],
@@ -254,7 +266,9 @@ class Cluster:
         dcs: dict[str, Any] | None = None,
         base: Path | None = None,
         specs: list[NodeSpec] | None = None,
+        dcs_server: Any = None,
     ) -> None:
+        """dcs_server: a started tests.support.dcs_servers.DcsServer; None for the embedded Raft."""
         self.base = base or make_shared_tmpdir("haven-cluster-")
         self.scope = scope
         self.dcs = dcs or {"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "maximum_lag_on_failover": 1048576}
@@ -263,7 +277,9 @@ class Cluster:
         for spec in specs:
             partners = [s.raft_port for s in specs if s is not spec]
             path = self.base / f"{spec.name}.yml"
-            path.write_text(yaml.safe_dump(node_config(spec, partners, self.base, scope, self.dcs), sort_keys=False))
+            section = (dcs_server.kind, dcs_server.section(spec.name)) if dcs_server is not None else None
+            config = node_config(spec, partners, self.base, scope, self.dcs, section)
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
             self.nodes.append(Node(spec, path, self.base))
 
     def node(self, name: str) -> Node:
