@@ -69,6 +69,22 @@ PG_DEMOTE_MODES = frozenset({"offline", "graceful", "immediate", "immediate-nolo
 HA = schemas(
     OpSchema("ha.status"),
     OpSchema("ha.wakeup"),
+    OpSchema("ha.write_failover", (F("value", (dict,)),)),
+    OpSchema("ha.clear_failover", (F("version", (int,), required=False, nullable=True),)),
+    OpSchema("ha.config", (F("mode", (str,)), F("value", (dict,)))),
+    OpSchema(
+        "ha.restart",
+        (
+            F("schedule", (str,), required=False, nullable=True),
+            F("role", (str,), required=False, nullable=True),
+            F("postgres_version", (str,), required=False, nullable=True),
+            F("restart_pending", (bool,), required=False, nullable=True),
+            F("timeout", _num, required=False, nullable=True),
+        ),
+    ),
+    OpSchema("ha.cancel_restart"),
+    OpSchema("ha.reload"),
+    OpSchema("ha.reinitialize", (F("force", (bool,), required=False),)),
 )
 
 WD = schemas(
