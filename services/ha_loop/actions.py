@@ -72,6 +72,13 @@ class WriteHistory(Action):
     version: int | None
 
 
+@dataclass(frozen=True)
+class ClearFailover(Action):
+    """Write `{}` into /failover, compare-and-set on its version (A33)."""
+
+    version: int | None
+
+
 # --- PostgreSQL (postmaster) ---
 
 
@@ -100,6 +107,25 @@ class PgStart(Action):
 @dataclass(frozen=True)
 class PgStop(Action):
     mode: str
+    checkpoint: bool = False  # a switchover's graceful stop: CHECKPOINT first, so the shutdown is short (A22)
+
+
+@dataclass(frozen=True)
+class PgRestart(Action):
+    leader: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PgReload(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class PgReinitialize(Action):
+    """Wipe the data directory and clone again (C20)."""
+
+    source: Mapping[str, Any]
+    leader: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -136,4 +162,16 @@ class WatchdogDisarm(Action):
     pass
 
 
-PG_ACTIONS = (PgBootstrap, PgClone, PgStart, PgStop, PgPromote, PgDemote, PgFollow, PgConfigure)
+PG_ACTIONS = (
+    PgBootstrap,
+    PgClone,
+    PgStart,
+    PgStop,
+    PgRestart,
+    PgReload,
+    PgReinitialize,
+    PgPromote,
+    PgDemote,
+    PgFollow,
+    PgConfigure,
+)

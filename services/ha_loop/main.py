@@ -14,6 +14,7 @@ from typing import Any
 from services.ha_loop import actions as a
 from services.ha_loop.core import Decision, Memory, Outcome, Snapshot, decide, record
 from services.ha_loop.probes import probe_members
+from services.ha_loop.requests import ControlDesk
 from services.ha_loop.runner import Clients, Runner
 from services.ha_loop.status import NodeFacts, member_data, node_role, patroni_body
 from services.ha_loop.views import PgView
@@ -114,10 +115,11 @@ class Brain:
             watchdog_required=self.facts.watchdog_required,
         )
         self.publisher = Publisher(ctx, pub_path(run_dir, Service.HA_LOOP), group=runtime.group)
+        self.desk = ControlDesk(self)
         self.server = RouterServer(
             ctx,
             router_path(run_dir, Service.HA_LOOP),
-            {"ha.status": self._on_status, "ha.wakeup": self._on_wakeup},
+            {"ha.status": self._on_status, "ha.wakeup": self._on_wakeup, **self.desk.handlers()},
             HA,
             group=runtime.group,
         )
@@ -214,6 +216,9 @@ class Brain:
                 return None
         return PgView.from_wire(self.pg_state) if self.pg_state is not None else None
 
+    def last_pg(self) -> PgView | None:
+        return PgView.from_wire(self.pg_state) if self.pg_state is not None else None
+
     def tick(self) -> None:
         self._timer = None
         self.tick_started = time.time()
@@ -235,6 +240,7 @@ class Brain:
             peers = probe_members([m for m in cluster.members if m.name in names])
             decision = decide(replace(snapshot, peers=peers, now=time.time()), self.memory)
         failed = self.execute(decision)
+        self.desk.finished(decision.results)
         self.last = decision
         self.tick_finished = time.time()
         self._log(decision, failed)
@@ -242,9 +248,12 @@ class Brain:
         if failed is not None:
             self._failures += 1
             self._schedule(RETRY_AFTER_FAILURE if self._failures <= 3 else float(self.dynamic.loop_wait))
-        else:
-            self._failures = 0
-            self._schedule(max(0.0, self.tick_started + self.dynamic.loop_wait - time.time()))
+            return
+        self._failures = 0
+        delay = max(0.0, self.tick_started + self.dynamic.loop_wait - time.time())
+        if decision.wake_in is not None:  # a scheduled action's exact time (A31)
+            delay = min(delay, max(0.0, decision.wake_in - (time.time() - self.tick_started)))
+        self._schedule(delay)
 
     def execute(self, decision: Decision) -> a.Action | None:
         """Run the plan in order; stop at the first failure. Returns the failed action, if any."""
@@ -280,6 +289,7 @@ class Brain:
         cluster = self.cluster
         has_lock = cluster is not None and cluster.leader_name == self.facts.name
         pause = self.dynamic.pause
+        scheduled = self.memory.scheduled_restart.as_body() if self.memory.scheduled_restart else None
         return {
             "name": self.facts.name,
             "scope": self.facts.scope,
@@ -299,8 +309,10 @@ class Brain:
             "retry_timeout": self.dynamic.retry_timeout,
             "reason": str(self.last.reason) if self.last else "",
             "detail": self.last.detail if self.last else "starting",
-            "patroni": patroni_body(self.facts, pg, cluster, pause),
+            "patroni": patroni_body(self.facts, pg, cluster, pause, scheduled_restart=scheduled),
             "watchdog_failed": False,
+            "controls": self.desk.published(),
+            "scheduled_restart": scheduled,
         }
 
     def publish(self) -> None:

@@ -65,6 +65,8 @@ class Runner:
                 return self.c.dcs, "dcs.touch_member", {"name": name, "data": dict(data), "ttl": ttl}, dcs_t
             case a.WriteHistory(value=value, version=version):
                 return self.c.dcs, "dcs.write", {"key": "history", "value": value, "version": version}, dcs_t
+            case a.ClearFailover(version=version):
+                return self.c.dcs, "dcs.write", {"key": "failover", "value": "{}", "version": version}, dcs_t
             case a.PgConfigure(dynamic=dynamic):
                 return self.c.pg, "pg.configure", {"dynamic": dict(dynamic)}, PG_TIMEOUT
             case a.PgBootstrap():
@@ -73,8 +75,14 @@ class Runner:
                 return self.c.pg, "pg.clone", {"source": dict(source), "leader": _opt(leader)}, PG_TIMEOUT
             case a.PgStart(role=role, leader=leader):
                 return self.c.pg, "pg.start", {"role": role, "leader": _opt(leader)}, PG_TIMEOUT
-            case a.PgStop(mode=mode):
-                return self.c.pg, "pg.stop", {"mode": mode}, PG_TIMEOUT
+            case a.PgStop(mode=mode, checkpoint=checkpoint):
+                return self.c.pg, "pg.stop", {"mode": mode, "checkpoint": checkpoint}, PG_TIMEOUT
+            case a.PgRestart(leader=leader):
+                return self.c.pg, "pg.restart", {"leader": _opt(leader)}, PG_TIMEOUT
+            case a.PgReload():
+                return self.c.pg, "pg.reload", {}, PG_TIMEOUT
+            case a.PgReinitialize(source=source, leader=leader):
+                return self.c.pg, "pg.reinitialize", {"source": dict(source), "leader": _opt(leader)}, PG_TIMEOUT
             case a.PgPromote():
                 return self.c.pg, "pg.promote", {}, PG_TIMEOUT
             case a.PgDemote(mode=mode, leader=leader):

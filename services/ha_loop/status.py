@@ -69,7 +69,12 @@ def member_data(facts: NodeFacts, pg: PgView | None, pause: bool) -> dict[str, A
 
 
 def patroni_body(
-    facts: NodeFacts, pg: PgView | None, cluster: Cluster | None, pause: bool, watchdog_failed: bool = False
+    facts: NodeFacts,
+    pg: PgView | None,
+    cluster: Cluster | None,
+    pause: bool,
+    watchdog_failed: bool = False,
+    scheduled_restart: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """GET /patroni (W1). dcs_last_seen is added by the REST API from the freshest cluster view."""
     raw = pg.raw if pg else {}
@@ -102,4 +107,6 @@ def patroni_body(
     if pg is not None and pg.sysid:
         body["database_system_identifier"] = pg.sysid
     body["patroni"] = {"version": PATRONI_API_VERSION, "scope": facts.scope, "name": facts.name}
+    if scheduled_restart:
+        body["scheduled_restart"] = dict(scheduled_restart)
     return body

@@ -187,6 +187,15 @@ def clone(ops: Operations, source: Upstream, leader: Upstream | None) -> dict[st
     return {}
 
 
+def reinitialize(ops: Operations, source: Upstream, leader: Upstream | None) -> dict[str, Any]:
+    """C20: stop a running instance at once, remove the data directory, and create the replica again."""
+    if pg.find_postmaster(ops.settings) is not None:
+        ops.stop_postgres("immediate")
+    ops.progress.phase("creating replica")
+    files.wipe_data_dir(ops.settings)
+    return clone(ops, source, leader)
+
+
 def _wipe_quietly(settings: Settings) -> None:
     try:
         files.wipe_data_dir(settings)

@@ -55,8 +55,9 @@ _PHASES: dict[str, str | None] = {
     "pg.promote": None,
     "pg.demote": "stopping",
     "pg.follow": None,
+    "pg.reinitialize": "creating replica",
 }
-_WRITES_PGDATA = frozenset({"pg.bootstrap", "pg.clone"})  # no pg_controldata meanwhile (C9)
+_WRITES_PGDATA = frozenset({"pg.bootstrap", "pg.clone", "pg.reinitialize"})  # no pg_controldata meanwhile (C9)
 
 
 class Controller:

@@ -138,7 +138,10 @@ class Operations:
         self.start_postgres(primary=primary, upstream=None if primary else upstream)
         return {}
 
-    def stop(self, mode: str) -> dict[str, Any]:
+    def stop(self, mode: str, checkpoint: bool = False) -> dict[str, Any]:
+        """checkpoint: a switchover's graceful stop runs a CHECKPOINT first, so the shutdown is short (A22)."""
+        if checkpoint and pg.find_postmaster(self.settings) is not None:
+            self._checkpoint()
         return {} if self.stop_postgres(mode) else {"already_stopped": True}
 
     def restart(self, upstream: Upstream | None) -> dict[str, Any]:

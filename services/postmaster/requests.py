@@ -84,6 +84,7 @@ class Requests:
             "pg.promote": self.promote,
             "pg.demote": self.demote,
             "pg.follow": self.follow,
+            "pg.reinitialize": self.reinitialize,
         }
 
     def _require_initialized(self) -> None:
@@ -140,7 +141,20 @@ class Requests:
 
     def stop(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
         mode = choice_of(body, "mode", PG_STOP_MODES, "pg.stop")
-        return self._c.long("pg.stop", req, lambda: lambda ops: ops.stop(mode))
+        checkpoint = bool(body.get("checkpoint"))
+        return self._c.long("pg.stop", req, lambda: lambda ops: ops.stop(mode, checkpoint))
+
+    def reinitialize(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        source = upstream_of(body, "source", "pg.reinitialize", required=True)
+        leader = upstream_of(body, "leader", "pg.reinitialize")
+
+        def check() -> Job:
+            if self._is_running_primary():
+                raise precondition("cannot reinitialize: PostgreSQL runs as a primary")
+            assert source is not None
+            return lambda ops: bootstrap.reinitialize(ops, source, leader)
+
+        return self._c.long("pg.reinitialize", req, check)
 
     def restart(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
         leader = upstream_of(body, "leader", "pg.restart")
