@@ -182,3 +182,71 @@ def test_a_leader_that_loses_its_dcs_keeper_demotes_offline_A21(harness_factory:
     demote = wait_until(lambda: h.pg.ops("pg.demote"), 10, what="pg.demote")
     assert demote[0]["mode"] == "offline" and demote[0]["leader"] is None
     assert "demoting self because DCS is not accessible and I was a leader" in h.output()
+
+
+def brain_client(h: Harness) -> tuple[Any, Any]:
+    from shared.protocol.endpoints import router_path
+    from shared.protocol.transport import Client
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    return ctx, Client(ctx, router_path(str(h.run_dir), Service.HA_LOOP))
+
+
+def test_control_requests_write_failover_and_config_and_wake_the_brain_A26_D24(harness_factory: Any) -> None:
+    h = harness_factory(loop_wait=30)
+    h.dcs.put("leader", "n1")
+    h.pg.update(role="master", xlog={"location": 500}, wal_position=500)
+    wait_until(lambda: h.dcs.ops("dcs.refresh_leader"), 10, what="the first tick")
+    ctx, client = brain_client(h)
+    try:
+        assert client.call("ha.write_failover", {"value": {"leader": "n1", "member": "n2"}}, timeout=5) == {
+            "applied": True
+        }
+        assert json.loads(h.dcs.view()["keys"]["failover"]["value"]) == {"leader": "n1", "member": "n2"}
+        # the brain woke at once (loop_wait is 30 s) and, with no such member, cleaned the request up
+        wait_until(lambda: h.dcs.view()["keys"]["failover"]["value"] == "{}", 5, what="the cleanup")
+        reply = client.call("ha.config", {"mode": "patch", "value": {"pause": True, "ttl": None}}, timeout=5)
+        assert reply["applied"] and reply["config"]["pause"] is True and "ttl" not in reply["config"]
+        assert json.loads(h.dcs.view()["keys"]["config"]["value"]) == reply["config"]
+    finally:
+        client.close()
+        ctx.destroy(linger=0)
+
+
+def test_an_immediate_restart_is_answered_through_node_status_D29(harness_factory: Any) -> None:
+    h = harness_factory(loop_wait=30)
+    h.dcs.put("leader", "n1")
+    h.pg.update(role="master", xlog={"location": 500}, wal_position=500)
+    wait_until(lambda: h.dcs.ops("dcs.refresh_leader"), 10, what="the first tick")
+    ctx, client = brain_client(h)
+    sub = Subscriber(ctx, [pub_path(str(h.run_dir), Service.HA_LOOP)], [Topic.NODE_STATUS])
+    try:
+        control = client.call("ha.restart", {}, timeout=5)["control"]
+        wait_until(lambda: h.pg.ops("pg.restart"), 5, what="pg.restart")
+
+        def result() -> dict[str, Any] | None:
+            sub.socket.poll(100)
+            for event in reversed(sub.drain()):
+                entry = event.body.get("controls", {}).get(control)
+                if entry and entry["state"] == "done":
+                    return dict(entry)
+            h.pg.publish(dict(h.pg.state))  # a pg_state event wakes the brain to look at the finished operation
+            return None
+
+        assert wait_until(result, 10, what="the restart result") == {
+            "state": "done",
+            "status": 200,
+            "message": "restarted successfully",
+        }
+        scheduled = client.call("ha.restart", {"schedule": "2099-01-01T00:00:00+00:00"}, timeout=5)
+        assert scheduled == {"status": 202, "message": "Restart scheduled"}
+        assert client.call("ha.restart", {"schedule": "2099-01-02T00:00:00+00:00"}, timeout=5)["status"] == 409
+        assert client.call("ha.cancel_restart", {}, timeout=5) == {
+            "status": 200,
+            "message": "scheduled restart deleted",
+        }
+        assert client.call("ha.reload", {}, timeout=5) == {"status": 202, "message": "reload scheduled"}
+    finally:
+        sub.close()
+        client.close()
+        ctx.destroy(linger=0)
