@@ -3,6 +3,7 @@ its own ports, data and run directories. Everything started here is stopped here
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import psutil
 import yaml
 
+from shared.config import deep_merge
 from tests.support.ports import free_port
 from tests.support.postgres import make_shared_tmpdir, pg_bin_dir
 from tests.support.waiting import wait_until
@@ -210,8 +212,22 @@ class Node:
 
     # --- clients --------------------------------------------------------------------------------
 
-    def rest(self, path: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.spec.rest_port}{path}", method=method)
+    def rest(
+        self,
+        path: str,
+        method: str = "GET",
+        timeout: float = 2.0,
+        body: Any = None,
+        auth: tuple[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.spec.rest_port}{path}", method=method, data=data)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 status, data = resp.status, resp.read()
@@ -267,8 +283,10 @@ class Cluster:
         base: Path | None = None,
         specs: list[NodeSpec] | None = None,
         dcs_server: Any = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """dcs_server: a started tests.support.dcs_servers.DcsServer; None for the embedded Raft."""
+        """dcs_server: a started tests.support.dcs_servers.DcsServer; None for the embedded Raft.
+        extra: configuration merged into every node's (e.g. restapi.authentication)."""
         self.base = base or make_shared_tmpdir("haven-cluster-")
         self.scope = scope
         self.dcs = dcs or {"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "maximum_lag_on_failover": 1048576}
@@ -278,7 +296,7 @@ class Cluster:
             partners = [s.raft_port for s in specs if s is not spec]
             path = self.base / f"{spec.name}.yml"
             section = (dcs_server.kind, dcs_server.section(spec.name)) if dcs_server is not None else None
-            config = node_config(spec, partners, self.base, scope, self.dcs, section)
+            config = deep_merge(node_config(spec, partners, self.base, scope, self.dcs, section), extra or {})
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             self.nodes.append(Node(spec, path, self.base))
 
