@@ -3,7 +3,7 @@
 Routing follows Patroni 3.2 (D18): only the first path segment selects a dedicated GET handler; every other
 GET, and every HEAD and OPTIONS whatever the path, goes to the generic status handler, which matches the path
 by substring. GET answers carry the status JSON; HEAD, OPTIONS, /liveness and /readiness only a status code.
-Unsafe methods get 501 until the control plane forwards them as ha.* requests (see ControlHandler).
+Unsafe methods go to a ControlHandler (services/restapi/control.py), which forwards them as ha.* requests.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ MAX_QUERY_FIELDS = 64
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html;charset=utf-8"
 TEXT_TYPE = "text/plain"
+# Patroni's write_response() labels its plain-text answers ("Switchover scheduled", "Access is denied") text/html.
+ANSWER_TYPE = "text/html"
 
 # The standard library's error page (http.server), which Patroni's send_error() produces.
 _ERROR_PAGE = """\
@@ -54,6 +56,11 @@ class Response(NamedTuple):
 
 def json_response(status: int, value: Any) -> Response:
     return Response(status, json.dumps(value, default=str).encode(), {"Content-Type": JSON_TYPE})
+
+
+def text_response(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
+    """A short text answer, as Patroni's write_response(status, text) sends it."""
+    return Response(status, text.encode("utf-8", "replace"), {"Content-Type": ANSWER_TYPE, **(headers or {})})
 
 
 def status_only(status: int) -> Response:

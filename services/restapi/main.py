@@ -2,7 +2,9 @@
 
 The subscriber thread is the only writer of the current Snapshot: it builds a new immutable one per event
 and swaps it in with a single assignment. A request thread reads `holder.current` once and answers from
-that value alone, so no request ever waits on a lock, a socket to another program, SQL or the DCS.
+that value alone, so no health check ever waits on a lock, a socket to another program, SQL or the DCS.
+Unsafe requests go to the control plane (control.py), which asks the brain and may sleep on the holder
+until the published state shows the result.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import cherrypy
 import zmq
 
 from services.restapi import core
+from services.restapi.auth import policy_from_config
+from services.restapi.control import Controller, ZmqBrain
+from services.restapi.peers import PeerProber
 from services.restapi.snapshot import Identity, MalformedEvent, Snapshot, apply_event, initial
 from shared import log as haven_log
 from shared.model.member import parse_int
-from shared.protocol.endpoints import Service, Topic, pub_path
+from shared.protocol.endpoints import Service, Topic, pub_path, router_path
 from shared.protocol.transport import Subscriber
 from shared.runtime import Runtime
 from shared.version import __version__
@@ -44,18 +49,30 @@ class SnapshotHolder:
 
     def __init__(self, identity: Identity) -> None:
         self.current: Snapshot = initial(identity)
+        self.generation = 0  # counts the snapshots applied; waiters sleep until it grows
         self.received = 0
         self.dropped = 0
+        self._changed = threading.Condition()
 
     def apply(self, topic: str, body: Any, now: float) -> bool:
         try:
-            self.current = apply_event(self.current, topic, body, now)
+            snapshot = apply_event(self.current, topic, body, now)
         except MalformedEvent as exc:
             self.dropped += 1
             log.warning("dropped a %s event: %s", topic, exc)
             return False
+        with self._changed:
+            self.current = snapshot
+            self.generation += 1
+            self._changed.notify_all()
         self.received += 1
         return True
+
+    def wait_newer(self, generation: int, timeout: float) -> int:
+        """Sleep until a snapshot newer than `generation` is applied, or `timeout` passes; the current generation."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.generation > generation, timeout=max(0.0, timeout))
+            return self.generation
 
 
 class EventFeed:
@@ -112,10 +129,12 @@ class RestApp:
         holder: SnapshotHolder,
         control: core.ControlHandler = core.not_implemented,
         clock: Callable[[], float] = time.time,
+        extra_headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.holder = holder
         self.control = control
         self.clock = clock
+        self.extra_headers = list(extra_headers)  # D39: added to every answer
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
@@ -132,7 +151,7 @@ class RestApp:
             log.exception("%s %s failed", method, target)
             response = core.internal_error()
         body = response.body or b""
-        headers = [*response.headers.items(), ("Content-Length", str(len(body)))]
+        headers = [*response.headers.items(), *self.extra_headers, ("Content-Length", str(len(body)))]
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s %d %.2fms", method, target, response.status, (time.monotonic() - started) * 1000)
@@ -156,6 +175,8 @@ def control_request(method: str, path: str, query: str, environ: dict[str, Any])
     headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = str(environ["CONTENT_TYPE"])
+    if environ.get("CONTENT_LENGTH") is not None:  # absent when the request had no Content-Length (D24: 411)
+        headers["content-length"] = str(environ["CONTENT_LENGTH"])
     length = parse_int(environ.get("CONTENT_LENGTH")) or 0
     body = b""
     if 0 < length <= MAX_CONTROL_BODY:
@@ -223,7 +244,11 @@ def run(runtime: Runtime) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     feed = EventFeed(ctx, runtime.run_dir, holder)
     feed.start()
-    configure_cherrypy(RestApp(holder), host, port, queue_size)
+    policy = policy_from_config(config.restapi)
+    brain = ZmqBrain(ctx, router_path(runtime.run_dir, Service.HA_LOOP))
+    prober = PeerProber()
+    controller = Controller(holder, brain, policy, prober=prober)
+    configure_cherrypy(RestApp(holder, controller, extra_headers=policy.extra_headers), host, port, queue_size)
     try:
         cherrypy.engine.start()
         log.info("serving the REST API on %s:%d", host, port)
@@ -232,6 +257,8 @@ def run(runtime: Runtime) -> int:
     finally:
         cherrypy.engine.exit()
         feed.stop()
+        prober.close()
+        brain.close()
         ctx.destroy(linger=0)
         log.info("stopped (%d events applied, %d dropped)", holder.received, feed.dropped)
         haven_log.shutdown()

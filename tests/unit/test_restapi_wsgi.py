@@ -79,7 +79,7 @@ def test_unsafe_requests_reach_the_control_hook_with_their_body_and_headers() ->
             "POST",
             "/switchover",
             "x=1",
-            {"authorization": "Basic eDp5", "content-type": "application/json"},
+            {"authorization": "Basic eDp5", "content-type": "application/json", "content-length": "17"},
             b'{"leader": "pg1"}',
             "10.0.0.9",
         )
@@ -92,3 +92,29 @@ def test_request_targets_split_as_patroni_reads_them() -> None:
     assert split_target("//replica", {}) == ("//replica", "")
     assert split_target("http://10.0.0.1:8008/primary?tag_a=b", {}) == ("/primary", "tag_a=b")
     assert split_target("", {"PATH_INFO": "/read only", "QUERY_STRING": "a=1"}) == ("/read%20only", "a=1")
+
+
+def test_d39_extra_headers_are_added_to_every_answer() -> None:
+    extra = [("X-Frame-Options", "SAMEORIGIN"), ("X-Content-Type-Options", "nosniff")]
+    app = primary_app(extra_headers=extra)
+    for method, target in [("GET", "/patroni"), ("OPTIONS", "/primary"), ("GET", "/config"), ("POST", "/nothing")]:
+        headers = call(app, method, target)[1]
+        assert headers["X-Frame-Options"] == "SAMEORIGIN" and headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_unsafe_requests_without_content_length_carry_none() -> None:
+    seen: list[core.ControlRequest] = []
+
+    def control(request: core.ControlRequest, snapshot: Snapshot, now: float) -> core.Response:
+        seen.append(request)
+        return core.text_response(200, "ok")
+
+    app = primary_app(control=control)
+    environ = {
+        "REQUEST_METHOD": "PATCH",
+        "REQUEST_URI": "/config",
+        "REMOTE_ADDR": "10.0.0.9",
+        "wsgi.input": io.BytesIO(),
+    }
+    app(environ, lambda status, headers: None)
+    assert "content-length" not in seen[0].headers and seen[0].body == b""
