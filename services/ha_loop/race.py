@@ -76,9 +76,9 @@ def _racers(s: Snapshot) -> tuple[str, ...]:
 def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     assert s.cluster is not None and s.pg is not None
     pg, cluster = s.pg, s.cluster
-    failover = cluster.failover if cluster.failover and not cluster.failover.scheduled_at else None
+    failover = cluster.failover  # a scheduled switchover the leader carried out counts as much as an immediate one
     if s.paused:
-        return _paused(p, s, extra, failover)
+        return _paused(p, s, extra, failover if failover is not None and not failover.scheduled_at else None)
     if s.facts.tags.nofailover:
         if pg.is_primary:
             return p.done(

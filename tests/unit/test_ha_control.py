@@ -314,3 +314,9 @@ def test_nofailover_or_paused_tags_do_not_change_restart_versions() -> None:
     assert controls.version_to_int("15.2") == 150002 and controls.version_to_int("9.6.24") == 90624
     assert controls.version_to_int("x") is None
     assert make_facts(tags=LocalTags({"nofailover": True})).tags.nofailover
+
+
+def test_after_a_scheduled_switchover_only_the_candidate_takes_the_lock_A30_A31() -> None:
+    cluster = with_failover(UNLOCKED, leader="n2", member="n3", scheduled_at="2030-01-01T00:00:00+00:00")
+    d = decide(snap(cluster, make_pg(wal_position=900), peers={"n2": peer("n2"), "n3": peer("n3", 100)}), CONFIGURED)
+    assert "TakeLeader" not in kinds(d) and "the candidate n3 is healthy" in d.detail
