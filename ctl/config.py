@@ -17,8 +17,23 @@ from shared.model.member import parse_bool
 CONFIG_DIR_PATH = click.get_app_dir("patroni")
 CONFIG_FILE_PATH = os.path.join(CONFIG_DIR_PATH, "patronictl.yaml")
 
-# -d/--dcs-url: the scheme selects the DCS section; a missing port takes the DCS's default.
+# -d/--dcs-url: the scheme selects the DCS section; a missing port takes the DCS's default. Only the five
+# patronictl knows are picked by port when the scheme is missing; raft and kubernetes must be named.
 DCS_DEFAULT_PORTS = {"etcd": 2379, "etcd3": 2379, "consul": 8500, "zookeeper": 2181, "exhibitor": 8181}
+EXTRA_SCHEMES = {"raft": 2222, "kubernetes": 443}
+# The keys of a DCS section that say where the DCS is: -d replaces them, the others (credentials, TLS) stay.
+_ADDRESS_KEYS = {
+    "host",
+    "hosts",
+    "url",
+    "proxy",
+    "srv",
+    "srv_suffix",
+    "port",
+    "partner_addrs",
+    "self_addr",
+    "bind_addr",
+}
 
 
 class CtlError(click.ClickException):
@@ -39,14 +54,19 @@ def parse_dcs_url(url: str | None) -> dict[str, Any] | None:
     scheme = parsed.scheme
     if not scheme:
         scheme = next((name for name, default in DCS_DEFAULT_PORTS.items() if default == port), "etcd")
-    elif scheme not in DCS_DEFAULT_PORTS:
+    elif scheme not in DCS_DEFAULT_PORTS and scheme not in EXTRA_SCHEMES:
         raise CtlError(f"Unknown dcs scheme: {scheme}")
-    address = f"{parsed.hostname or 'localhost'}:{port or DCS_DEFAULT_PORTS[scheme]}"
+    default_port = DCS_DEFAULT_PORTS.get(scheme) or EXTRA_SCHEMES[scheme]
+    address = f"{parsed.hostname or 'localhost'}:{port or default_port}"
     section: dict[str, Any] = {"host": address}
     if scheme == "zookeeper":
         section = {"hosts": [address]}
     elif scheme == "exhibitor":
-        section = {"hosts": [parsed.hostname or "localhost"], "port": port or DCS_DEFAULT_PORTS[scheme]}
+        section = {"hosts": [parsed.hostname or "localhost"], "port": port or default_port}
+    elif scheme == "raft":  # havenctl joins the Raft cluster as a read-only member through this partner
+        section = {"partner_addrs": [address]}
+    elif scheme == "kubernetes":  # the API server comes from the kubeconfig or the in-cluster settings
+        section = {}
     result: dict[str, Any] = {scheme: section}
     if parsed.path and parsed.path.strip() != "/":
         result["namespace"] = parsed.path.strip()
@@ -67,8 +87,11 @@ def load_config(path: str, dcs_url: str | None, environ: Mapping[str, str] | Non
         raise CtlError(f"Cannot read the configuration: {exc}")
     dcs = parse_dcs_url(dcs_url)
     if dcs:
+        kind = next(name for name in dcs if name in DCS_SECTIONS)
         for name in DCS_SECTIONS:
-            config.pop(name, None)
+            old = config.pop(name, None)
+            if name == kind and isinstance(old, Mapping):  # "missing parts come from the configuration"
+                dcs[kind] = {**{k: v for k, v in old.items() if k not in _ADDRESS_KEYS}, **dcs[kind]}
         config.update(dcs)
     return config
 

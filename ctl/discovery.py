@@ -1,4 +1,6 @@
-"""Finding a cluster over REST: the node's own API first, then any member learned from an earlier answer."""
+"""Finding a cluster: over REST from the node's own API (then any member learned from an earlier answer), or
+from the DCS when the configuration names only the cluster - or when no REST API answers and a DCS is
+configured, as patronictl, which always reads the DCS."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctl.config import CtlError, own_rest_url, rest_options
+from ctl.dcs_reader import DcsReader, client_config, has_dcs
+from ctl.dcs_view import cluster_body, sysid_label
 from ctl.render import ClusterInfo
 from ctl.rest import RestClient, RestError, endpoint_url
 
@@ -22,17 +26,40 @@ def _unique(urls: list[str]) -> list[str]:
     return list(seen)
 
 
+class _OtherCluster(CtlError):
+    """The REST API that answered belongs to another cluster."""
+
+
 @dataclass
 class ClusterSource:
     client: RestClient
     start_url: str | None
+    dcs: DcsReader | None = None
     learned: list[str] = field(default_factory=list)  # base URLs of members seen in earlier answers
 
     def candidates(self) -> list[str]:
         return _unique([*([self.start_url] if self.start_url else []), *self.learned])
 
     def fetch(self, name: str) -> ClusterInfo:
-        """GET /cluster from the first member that answers, and the system identifier for the header."""
+        """The cluster from the first REST API that answers GET /cluster, else from the DCS."""
+        if not self.candidates():
+            if self.dcs is None:
+                raise CtlError(
+                    "No REST API address to start from: set restapi.connect_address (or restapi.listen) "
+                    "in the configuration file, or give a DCS section (or -d/--dcs-url)"
+                )
+            return self.from_dcs(name)
+        try:
+            return self.from_rest(name)
+        except CtlError as rest_error:
+            if self.dcs is None:
+                raise
+            try:
+                return self.from_dcs(name)
+            except CtlError as dcs_error:
+                raise CtlError(f"{rest_error.message}; from the DCS: {dcs_error.message}")
+
+    def from_rest(self, name: str) -> ClusterInfo:
         tried: list[str] = []
         for base in self.candidates():
             try:
@@ -44,17 +71,20 @@ class ClusterSource:
                 tried.append(f"{base} (not a GET /cluster answer)")
                 continue
             return self._accept(name, base, body)
-        if not tried:
-            raise CtlError(
-                "No REST API address to start from: set restapi.connect_address (or restapi.listen) "
-                "in the configuration file"
-            )
         raise CtlError(f'Can not find accessible cluster member of cluster "{name}", tried: ' + ", ".join(tried))
+
+    def from_dcs(self, name: str) -> ClusterInfo:
+        assert self.dcs is not None
+        cluster = self.dcs.cluster(name)
+        if not cluster.keys:
+            config = client_config(self.dcs.config, name)
+            raise CtlError(f'Cluster "{name}" not found in the DCS: no key under {config.namespace}/{name}/')
+        return ClusterInfo(name, sysid_label(cluster), cluster_body(cluster, name), dcs=cluster)
 
     def _accept(self, name: str, base: str, body: Mapping[str, Any]) -> ClusterInfo:
         scope = body.get("scope")
         if scope is not None and scope != name:
-            raise CtlError(f'Cluster "{name}" is not known at {base}: its members belong to cluster "{scope}"')
+            raise _OtherCluster(f'Cluster "{name}" is not known at {base}: its members belong to cluster "{scope}"')
         members = [m for m in body["members"] if isinstance(m, Mapping)]
         urls = [str(m["api_url"]) for m in members if isinstance(m.get("api_url"), str) and m["api_url"]]
         self.learned = _unique([endpoint_url(url, "").rstrip("/") for url in urls])
@@ -87,6 +117,7 @@ class CtlContext:
     config: dict[str, Any]
     insecure: bool = False
     _source: ClusterSource | None = None
+    _dcs: DcsReader | None = None
 
     @property
     def scope(self) -> str | None:
@@ -96,8 +127,21 @@ class CtlContext:
     def client(self) -> RestClient:
         return self.source().client
 
+    def dcs(self) -> DcsReader | None:
+        """The DCS client factory, when the configuration has a DCS section (clients start on first use)."""
+        if self._dcs is None and has_dcs(self.config):
+            self._dcs = DcsReader(self.config)
+        return self._dcs
+
     def source(self) -> ClusterSource:
         if self._source is None:
             client = RestClient(rest_options(self.config, self.insecure))
-            self._source = ClusterSource(client, own_rest_url(self.config))
+            self._source = ClusterSource(client, own_rest_url(self.config), self.dcs())
         return self._source
+
+    def fetch(self, name: str) -> ClusterInfo:
+        return self.source().fetch(name)
+
+    def close(self) -> None:
+        if self._dcs is not None:
+            self._dcs.close()

@@ -9,7 +9,13 @@ import click
 
 from ctl.cluster_cmds import list_members, topology, version
 from ctl.config import CONFIG_FILE_PATH, load_config
+from ctl.config_cmds import edit_config, show_config
 from ctl.discovery import CtlContext
+from ctl.failover_cmds import failover, switchover
+from ctl.history_remove_cmds import history, remove
+from ctl.member_cmds import flush, reinit, reload, restart
+from ctl.pause_cmds import pause, resume
+from ctl.query_cmds import dsn, query
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
@@ -25,12 +31,31 @@ def ctl(ctx: click.Context, config_file: str, dcs_url: str | None, insecure: boo
     for name in ("LOGLEVEL", "PATRONI_LOGLEVEL", "PATRONI_LOG_LEVEL"):
         level = os.environ.get(name, level)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", level=level.upper())
-    ctx.obj = CtlContext(load_config(config_file, dcs_url), insecure=insecure)
+    obj = CtlContext(load_config(config_file, dcs_url), insecure=insecure)
+    ctx.obj = obj
+    ctx.call_on_close(obj.close)  # stops havenctl's DCS clients, if a command started one
 
 
-ctl.add_command(list_members)
-ctl.add_command(topology)
-ctl.add_command(version)
+for command in (
+    dsn,
+    edit_config,
+    failover,
+    flush,
+    history,
+    list_members,
+    pause,
+    query,
+    reinit,
+    reload,
+    remove,
+    restart,
+    resume,
+    show_config,
+    switchover,
+    topology,
+    version,
+):
+    ctl.add_command(command)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ctl.table import render_table
+from shared.model import Cluster
 
 FORMATS = ("pretty", "tsv", "json", "yaml", "yml")
 BASE_COLUMNS = ("Cluster", "Member", "Host", "Role", "State", "TL", "Lag in MB")
@@ -22,11 +23,13 @@ DEFAULT_PG_PORT = 5432
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    """One cluster as havenctl learned it: its name, the system identifier label and the GET /cluster body."""
+    """One cluster as havenctl learned it: its name, the system identifier label and the GET /cluster body
+    (built from the DCS keys, kept in `dcs`, when the cluster was read from the DCS)."""
 
     name: str
     sysid: str  # the identifier, or "uninitialized" / "initializing"
     body: Mapping[str, Any]
+    dcs: Cluster | None = None
 
     @property
     def members(self) -> list[dict[str, Any]]:

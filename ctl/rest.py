@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 from shared.version import PATRONI_API_VERSION
 
 DEFAULT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+ACTION_TIMEOUT = 60.0  # PATCH /config, POST /reload... : answered once the node's brain took the request
+# POST /switchover, /failover and /restart answer when the action is over (about 2 x loop_wait for a switchover,
+# up to primary_start_timeout for a restart); patronictl waits without a limit, havenctl for this long.
+LONG_ACTION_TIMEOUT = 900.0
 USER_AGENT = f"Patroni/{PATRONI_API_VERSION} Python/{platform.python_version()} {platform.system()}"  # D4
 
 
@@ -31,6 +36,24 @@ class RestOptions:
     keyfile_password: str | None = None
     insecure: bool = False
     timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: the status and the raw body."""
+
+    status: int
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            raise RestError("the answer is not JSON")
 
 
 def endpoint_url(api_url: str, endpoint: str) -> str:
@@ -57,14 +80,20 @@ class RestClient:
             self._context = context
         return self._context
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, has_body: bool) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if has_body:
+            headers["Content-Type"] = "application/json"
         if self.options.username is not None:  # E5: always sent when configured
             token = f"{self.options.username}:{self.options.password or ''}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
         return headers
 
-    def request(self, method: str, url: str, timeout: float | None = None) -> tuple[int, bytes]:
+    def request(
+        self, method: str, url: str, timeout: float | None = None, *, body: Any = None, connect_timeout: float = 0.0
+    ) -> tuple[int, bytes]:
+        """One request; `body` (any JSON value but None) is sent as JSON. `timeout` bounds each read once
+        connected, `connect_timeout` (default: the same) the connection."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RestError(f"not an http(s) URL: {url!r}")
@@ -73,21 +102,36 @@ class RestClient:
         except ValueError:
             raise RestError(f"bad port in {url!r}")
         wait = self.options.timeout if timeout is None else timeout
+        connect_wait = connect_timeout or wait
+        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         conn: http.client.HTTPConnection
         try:
             if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(parts.hostname, port, timeout=wait, context=self._ssl_context())
+                conn = http.client.HTTPSConnection(
+                    parts.hostname, port, timeout=connect_wait, context=self._ssl_context()
+                )
             else:
-                conn = http.client.HTTPConnection(parts.hostname, port, timeout=wait)
+                conn = http.client.HTTPConnection(parts.hostname, port, timeout=connect_wait)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             try:
-                conn.request(method, path, headers=self._headers())
+                conn.connect()
+                if conn.sock is not None:
+                    conn.sock.settimeout(wait)
+                headers = self._headers(payload is not None)
+                if payload is None and method in ("POST", "PUT", "PATCH", "DELETE"):
+                    headers["Content-Length"] = "0"
+                conn.request(method, path, body=payload, headers=headers)
                 response = conn.getresponse()
                 return response.status, response.read()
             finally:
                 conn.close()
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
             raise RestError(str(exc) or type(exc).__name__)
+
+    def call(self, method: str, url: str, body: Any = None, *, timeout: float = ACTION_TIMEOUT) -> Reply:
+        """An action on a member: any status is an answer; only a failure to talk raises RestError."""
+        status, data = self.request(method.upper(), url, timeout, body=body, connect_timeout=CONNECT_TIMEOUT)
+        return Reply(status, data)
 
     def get_json(self, url: str, timeout: float | None = None) -> Any:
         status, body = self.request("GET", url, timeout)
