@@ -22,7 +22,6 @@ import zmq
 from services.restapi import control_checks as checks
 from services.restapi.auth import AccessPolicy, Network, Resolver, check_access, member_endpoints, resolve_endpoints
 from services.restapi.auth import resolve_host as default_resolver
-from services.restapi.cluster_json import dynamic_config, is_paused
 from services.restapi.core import (
     ControlRequest,
     Response,
@@ -34,6 +33,7 @@ from services.restapi.core import (
 )
 from services.restapi.snapshot import Snapshot
 from shared.model import Cluster, Member
+from shared.model.cluster_json import dynamic_config, is_paused
 from shared.model.member import parse_bool
 from shared.protocol.errors import ErrorCode, RemoteError
 from shared.protocol.transport import Client

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.restapi.cluster_json import dynamic_config, is_paused, is_synchronous_mode
 from services.restapi.core import ControlRequest, Response, error_page, text_response
 from services.restapi.schedule import parse_schedule, parse_seconds, postgres_version_problem
 from services.restapi.snapshot import Snapshot, as_map
 from shared.model import Cluster, Failover, Member, Tags
+from shared.model.cluster_json import dynamic_config, is_paused, is_synchronous_mode
 from shared.model.member import parse_int
 
 SWITCHOVER, FAILOVER = "switchover", "failover"

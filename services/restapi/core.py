@@ -17,8 +17,8 @@ from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs
 
 from services.restapi import health, metrics
-from services.restapi.cluster_json import cluster_as_json
 from services.restapi.snapshot import Snapshot
+from shared.model.cluster_json import cluster_as_json
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.restapi.cluster_json import dynamic_config, is_standby_cluster, is_synchronous_mode
 from services.restapi.snapshot import Snapshot, as_map
+from shared.model.cluster_json import dynamic_config, is_standby_cluster, is_synchronous_mode
 from shared.model.member import parse_bool, parse_int
 
 OK, UNAVAILABLE = 200, 503

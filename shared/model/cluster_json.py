@@ -1,4 +1,4 @@
-"""GET /cluster (W2, D21): the cluster snapshot as Patroni 3.2 shows it. Pure."""
+"""GET /cluster (W2, D21): the cluster snapshot as Patroni 3.2 shows it; used by the REST API and havenctl. Pure."""
 
 from __future__ import annotations
 
