@@ -34,8 +34,8 @@ def shape(value: Any) -> Any:
     return "str"
 
 
-def raw_keys(run_dir: Path) -> dict[str, str]:
-    """Every key of the cluster as the node's dcs_proxy reads it from the DCS now."""
+def raw_view(run_dir: Path) -> dict[str, Any]:
+    """The cluster view the node's dcs_proxy reads from the DCS now (keys with values and versions)."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         client = Client(ctx, router_path(str(run_dir), Service.DCS_PROXY))
@@ -43,7 +43,12 @@ def raw_keys(run_dir: Path) -> dict[str, str]:
         client.close()
     finally:
         ctx.destroy(linger=0)
-    return {k: v["value"] for k, v in view["keys"].items()}
+    return view
+
+
+def raw_keys(run_dir: Path) -> dict[str, str]:
+    """Every key of the cluster as the node's dcs_proxy reads it from the DCS now."""
+    return {k: v["value"] for k, v in raw_view(run_dir)["keys"].items()}
 
 
 def layout(keys: dict[str, str], leader: str) -> dict[str, Any]:
