@@ -238,6 +238,25 @@ class Node:
         except ValueError:
             return status, data.decode(errors="replace")
 
+    def brain_status(self) -> dict[str, Any]:
+        """node_status straight from the node's ha_loop (the tests run as root or as the node's user)."""
+        import zmq
+
+        from shared.protocol.endpoints import Service, router_path
+        from shared.protocol.transport import Client
+
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            client = Client(ctx, router_path(str(self.run_dir), Service.HA_LOOP))
+            status = client.call("ha.status", {}, timeout=5)
+            client.close()
+            return status
+        finally:
+            ctx.destroy(linger=0)
+
+    def ticks(self) -> int:
+        return int(self.brain_status()["tick"]["count"])
+
     def patroni(self) -> dict[str, Any]:
         status, body = self.rest("/patroni")
         assert status == 200 and isinstance(body, dict)
