@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.config import NodeConfig
-from shared.dcs import BackendError, DCSUnavailable, get_backend
+from shared.dcs import BACKENDS, BackendError, DCSUnavailable, get_backend
 from shared.dcs.kv import KVState
 from shared.dcs.memory import MemoryBackend
 
@@ -175,10 +175,15 @@ def test_factory_picks_raft_from_its_section() -> None:
     assert backend.prefix == "/service/batman/"
 
 
-@pytest.mark.parametrize("section", ["etcd", "etcd3", "zookeeper", "exhibitor", "consul", "kubernetes"])
-def test_factory_refuses_backends_not_written_yet(section: str) -> None:
-    with pytest.raises(BackendError, match=f"DCS backend {section} is not available yet"):
-        get_backend(NodeConfig({"name": "pg1", "scope": "batman", section: {"hosts": "h:1"}}), lambda: None)
+def test_factory_refuses_a_backend_whose_module_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKENDS, "zookeeper", "shared.dcs.no_such_module:X")
+    with pytest.raises(BackendError, match="DCS backend zookeeper is not available yet"):
+        get_backend(NodeConfig({"name": "pg1", "scope": "batman", "zookeeper": {"hosts": "h:1"}}), lambda: None)
+
+
+@pytest.mark.parametrize("section", ["raft", "etcd", "etcd3", "zookeeper", "exhibitor", "consul", "kubernetes"])
+def test_every_backend_of_the_documentation_is_registered_B24(section: str) -> None:
+    assert section in BACKENDS
 
 
 def test_factory_needs_a_dcs_section() -> None:
