@@ -324,6 +324,9 @@ DCS_SCHEMAS: dict[str, Section] = {
             "service_tags": ListOf(_str),
             "service_check_interval": _str,
             "service_check_tls_server_name": _str,
+            # haven: the smallest session TTL the agent accepts (10 s on a real Consul) and the lock-delay
+            "min_session_ttl": Either([Int(minimum=0), Str()], "seconds"),
+            "lock_delay": Either([Int(minimum=0), Str()], "seconds"),
         },
         rules=[one_of_required("host", "url")],
     ),
@@ -343,6 +346,9 @@ DCS_SCHEMAS: dict[str, Section] = {
             "ports": ListOf(MapOf()),
             "cacert": _str,
             "retriable_http_codes": Either([Int(), ListOf(Int())], "an HTTP code or a list of codes"),
+            # haven: outside a pod, the kubeconfig file and context to use
+            "kubeconfig": _str,
+            "context": _str,
         }
     ),
 }
