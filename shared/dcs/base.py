@@ -28,7 +28,8 @@ TTL and sessions
     because the brain must refresh it every loop (A4), and member keys, so that a dead node vanishes (B27).
     Backends built on sessions (ZooKeeper ephemeral nodes, Consul sessions) bind such keys to the
     session instead and report its id in `KeyValueTTL.session`; the others report `session=None`.
-    A backend never extends a TTL on its own: only take_leader/refresh_leader/touch_member do (DESIGN.md).
+    A backend never extends a TTL on its own: only take_leader/refresh_leader (the leader key) and
+    touch_member (the member key only) do (DESIGN.md); touch_member never extends the leader key.
 
 Reads
     `load()` is called by dcs_proxy's publishing loop on every change and every second, so it must be

@@ -86,8 +86,11 @@ def test_a_scheduled_switchover_happens_at_its_time_and_not_before_A31(cluster: 
             body={"leader": old.name, "candidate": candidate.name, "scheduled_at": when.isoformat()},
         )
         assert (status, body) == (202, "Switchover scheduled")
-        scheduled = wait_until(lambda: (cluster.cluster_json() or {}).get("scheduled_switchover"), 5,
-                               what="the scheduled switchover in GET /cluster")
+        scheduled = wait_until(
+            lambda: (cluster.cluster_json() or {}).get("scheduled_switchover"),
+            5,
+            what="the scheduled switchover in GET /cluster",
+        )
         assert scheduled["from"] == old.name and scheduled["to"] == candidate.name
         while datetime.now(UTC) < when - timedelta(seconds=1):
             assert cluster.leader() is old, "the switchover happened before its time"
