@@ -68,3 +68,36 @@ def test_losing_the_leader_node_fails_over_A5(dcs_cluster: tuple[DcsServer, Clus
     old.start()
     cluster.wait_healthy(timeout=120)
     assert cluster.leader() is new
+
+
+def test_a_three_member_etcd_loses_a_member_and_haven_carries_on_without_a_failover_B29() -> None:
+    """The etcd member that is etcd's own Raft leader is killed: haven keeps its leader and keeps writing."""
+    from tests.support.etcd_server import Etcd3Server
+
+    server = Etcd3Server(members=3)
+    server.start()
+    try:
+        with running_cluster(3, scope="etcd3-members", dcs_server=server) as cluster:
+            try:
+                leader = cluster.wait_healthy(timeout=120)
+                victim = wait_until(
+                    lambda: [i for i in [server.raft_leader()] if i is not None], 10, what="etcd's leader"
+                )[0]
+                server.kill_member(victim)
+                start = leader.ticks()
+                deadline = time.monotonic() + 4 * (LOOP_WAIT + 2) + 20
+                # several lock refreshes must pass through the two surviving members without a failover
+                while leader.ticks() < start + 4:
+                    assert cluster.leader() is leader, "the leader changed after one etcd member died"
+                    assert time.monotonic() < deadline, "the leader stopped ticking"
+                    time.sleep(0.2)
+                assert leader.accepts_writes()
+                server.start_member(victim)
+                server.wait_member(victim)
+                cluster.wait_healthy(timeout=60)
+                assert cluster.leader() is leader
+            except BaseException:
+                print(cluster.logs())
+                raise
+    finally:
+        server.close()
