@@ -29,17 +29,9 @@ import urllib3
 
 from shared.config import NodeConfig
 from shared.dcs.base import BackendError, OnChange
-from shared.dcs.etcd_common import (
-    SETUP_TIMEOUT_S,
-    CachedKey,
-    Endpoint,
-    EndpointError,
-    Failure,
-    WatchingBackend,
-    call_with_retries,
-    lease_ttl,
-    parse_endpoint,
-)
+from shared.dcs.etcd_base import WatchingBackend
+from shared.dcs.etcd_common import CachedKey, EndpointError, Failure, call_with_retries, lease_ttl
+from shared.dcs.etcd_config import SETUP_TIMEOUT_S, Endpoint, parse_endpoint
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """The etcd v3 backend (section `etcd3:`, B29): gRPC through the etcd3 package's generated stubs, called
-directly so that every call carries its own deadline.
+directly so that every call carries its own deadline (the channels, the transaction parts and what a gRPC
+status means: etcd3_grpc.py).
 
 - Keys are Patroni's, /<namespace>/<scope>/<name>, values the caller's strings; a key's version is its
   mod_revision and Snapshot.revision the etcd revision the cache has seen.
@@ -45,122 +46,25 @@ except TypeError as exc:  # protobuf was imported before us with its C implement
 
 from shared.config import NodeConfig
 from shared.dcs.base import BackendError, OnChange
-from shared.dcs.etcd_common import (
-    SETUP_TIMEOUT_S,
-    CachedKey,
-    Endpoint,
-    EndpointError,
-    EtcdSettings,
-    Failure,
-    WatchingBackend,
-    call_with_retries,
-    lease_ttl,
-    parse_endpoint,
+from shared.dcs.etcd3_grpc import (
+    Cmp,
+    Connection,
+    Metadata,
+    classify_grpc,
+    has_writes,
+    prefix_end,
+    time_left,
+    txn_compare,
+    txn_delete,
+    txn_put,
+    txn_range,
 )
+from shared.dcs.etcd_base import WatchingBackend
+from shared.dcs.etcd_common import CachedKey, EndpointError, call_with_retries, lease_ttl
+from shared.dcs.etcd_config import SETUP_TIMEOUT_S, Endpoint, parse_endpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-GRPC_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),  # a restarted etcd is found again within a second,
-    ("grpc.min_reconnect_backoff_ms", 100),  # not after gRPC's default backoff of up to two minutes
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.keepalive_time_ms", 10_000),  # etcd refuses pings more often than every 5 s
-    ("grpc.keepalive_timeout_ms", 5_000),
-]
-
-_NOT_SENT_DETAILS = ("failed to connect", "connection refused", "no leader", "dns resolution failed", "not capable")
-_RETRY_DETAILS = ("invalid auth token", "auth store is old", "lease not found")
-_FATAL_CODES = {"INVALID_ARGUMENT", "PERMISSION_DENIED", "UNAUTHENTICATED", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"}
-Cmp = etcdrpc.Compare
-Metadata = tuple[tuple[str, str], ...]
-
-
-def classify_grpc(code: str, details: str) -> Failure:
-    """A gRPC status (code name, details) from etcd v3: may the request have been applied?"""
-    text = details.lower()
-    if code == "UNAVAILABLE":
-        return Failure.NOT_SENT if any(d in text for d in _NOT_SENT_DETAILS) else Failure.UNKNOWN
-    if any(d in text for d in _RETRY_DETAILS):
-        return Failure.RETRY  # the token or the lease is renewed before the next try
-    if code == "RESOURCE_EXHAUSTED" and "too many requests" in text:
-        return Failure.NOT_SENT
-    return Failure.FATAL if code in _FATAL_CODES else Failure.UNKNOWN  # DEADLINE_EXCEEDED, CANCELLED...
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range_end that covers every key starting with `prefix`."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
-def _compare(key: bytes, target: Any, result: Any = Cmp.EQUAL, **value: Any) -> Any:
-    return Cmp(key=key, target=target, result=result, **value)
-
-
-def _put(key: bytes, value: str, lease: int = 0) -> Any:
-    return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value.encode(), lease=lease))
-
-
-def _range(key: bytes) -> Any:
-    return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key))
-
-
-def _delete(key: bytes, range_end: bytes = b"") -> Any:
-    return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(key=key, range_end=range_end))
-
-
-def has_writes(responses: Iterable[Any]) -> bool:
-    """Whether a transaction's responses include a put or an actual delete (nested transactions too)."""
-    for response in responses:
-        kind = response.WhichOneof("response")
-        if kind == "response_put" or (kind == "response_delete_range" and response.response_delete_range.deleted):
-            return True
-        if kind == "response_txn" and has_writes(response.response_txn.responses):
-            return True
-    return False
-
-
-def _left(deadline: float) -> float:
-    """The seconds left before `deadline` (time.monotonic()), as a gRPC timeout."""
-    return max(0.001, deadline - time.monotonic())
-
-
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
-
-
-class _Connection:
-    """One gRPC channel to one endpoint, its stubs, and its auth token (fetched on first use)."""
-
-    def __init__(self, settings: EtcdSettings, endpoint: Endpoint) -> None:
-        self.settings = settings
-        if settings.tls:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read(settings.cacert),
-                private_key=_read(settings.key or settings.cert) if settings.cert else None,
-                certificate_chain=_read(settings.cert),
-            )
-            self.channel = grpc.secure_channel(str(endpoint), credentials, options=GRPC_OPTIONS)
-        else:
-            self.channel = grpc.insecure_channel(str(endpoint), options=GRPC_OPTIONS)
-        self.kv = etcdrpc.KVStub(self.channel)
-        self.lease = etcdrpc.LeaseStub(self.channel)
-        self.watch = etcdrpc.WatchStub(self.channel)
-        self.auth = etcdrpc.AuthStub(self.channel)
-        self.cluster = etcdrpc.ClusterStub(self.channel)
-        self.token: str | None = None
-
-    def metadata(self, timeout: float) -> Metadata:
-        s = self.settings
-        if s.username is None:
-            return ()
-        if self.token is None:
-            request = etcdrpc.AuthenticateRequest(name=s.username, password=s.password or "")
-            self.token = str(self.auth.Authenticate(request, timeout=timeout).token)
-        return (("token", self.token),)
 
 
 class Etcd3Backend(WatchingBackend):
@@ -170,18 +74,18 @@ class Etcd3Backend(WatchingBackend):
         super().__init__(config, on_change)
         self._prefix = self.prefix.encode()
         self._lock = threading.Lock()
-        self._connections: dict[Endpoint, _Connection] = {}
+        self._connections: dict[Endpoint, Connection] = {}
         self._leases: dict[str, tuple[int, int]] = {}  # "leader" | "member" -> (lease id, granted ttl)
         self._stream: Any = None
 
     def _key(self, name: str) -> bytes:
         return self.path(name).encode()
 
-    def _connection(self, endpoint: Endpoint) -> _Connection:
+    def _connection(self, endpoint: Endpoint) -> Connection:
         with self._lock:
             connection = self._connections.get(endpoint)
             if connection is None:
-                connection = self._connections[endpoint] = _Connection(self.settings, endpoint)
+                connection = self._connections[endpoint] = Connection(self.settings, endpoint)
             return connection
 
     def _interrupt(self) -> None:
@@ -198,7 +102,7 @@ class Etcd3Backend(WatchingBackend):
 
     # --- calls ---
 
-    def _failure(self, connection: _Connection, endpoint: Endpoint, exc: grpc.RpcError) -> EndpointError:
+    def _failure(self, connection: Connection, endpoint: Endpoint, exc: grpc.RpcError) -> EndpointError:
         code, details = exc.code(), str(exc.details() or "")
         if "token" in details or "auth store" in details:
             connection.token = None
@@ -208,7 +112,7 @@ class Etcd3Backend(WatchingBackend):
         return EndpointError(classify_grpc(getattr(code, "name", str(code)), details), f"{endpoint}: {details or code}")
 
     def _call(
-        self, what: str, fn: Callable[[_Connection, Metadata, float], T], *, timeout: float, idempotent: bool
+        self, what: str, fn: Callable[[Connection, Metadata, float], T], *, timeout: float, idempotent: bool
     ) -> T:
         def attempt(endpoint: Endpoint, remaining: float) -> T:
             connection = self._connection(endpoint)
@@ -223,32 +127,32 @@ class Etcd3Backend(WatchingBackend):
         return call_with_retries(self.endpoints, attempt, timeout=timeout, idempotent=idempotent, what=f"etcd3 {what}")
 
     def _txn(
-        self, what: str, build: Callable[[_Connection, Metadata, float], Any], *, timeout: float, idempotent: bool
+        self, what: str, build: Callable[[Connection, Metadata, float], Any], *, timeout: float, idempotent: bool
     ) -> Any:
         started = time.monotonic()
 
-        def fn(connection: _Connection, metadata: Metadata, deadline: float) -> Any:
+        def fn(connection: Connection, metadata: Metadata, deadline: float) -> Any:
             request = build(connection, metadata, deadline)
-            return connection.kv.Txn(request, timeout=_left(deadline), metadata=metadata)
+            return connection.kv.Txn(request, timeout=time_left(deadline), metadata=metadata)
 
         reply = self._call(what, fn, timeout=timeout, idempotent=idempotent)
         if has_writes(reply.responses):
             self._wait_visible(int(reply.header.revision), started, timeout)
         return reply
 
-    def _grant(self, connection: _Connection, metadata: Metadata, ttl: float, deadline: float) -> tuple[int, int]:
+    def _grant(self, connection: Connection, metadata: Metadata, ttl: float, deadline: float) -> tuple[int, int]:
         seconds, request = lease_ttl(ttl), etcdrpc.LeaseGrantRequest(TTL=lease_ttl(ttl))
-        reply = connection.lease.LeaseGrant(request, timeout=_left(deadline), metadata=metadata)
+        reply = connection.lease.LeaseGrant(request, timeout=time_left(deadline), metadata=metadata)
         self.cache.note_lease(int(reply.ID), float(reply.TTL))
         return int(reply.ID), seconds
 
-    def _lease(self, connection: _Connection, metadata: Metadata, purpose: str, ttl: float, deadline: float) -> int:
+    def _lease(self, connection: Connection, metadata: Metadata, purpose: str, ttl: float, deadline: float) -> int:
         """Our `purpose` lease with this ttl, kept alive now; a new one when the ttl changed or it is gone."""
         with self._lock:
             held = self._leases.get(purpose)
         if held is not None and held[1] == lease_ttl(ttl):
             request = etcdrpc.LeaseKeepAliveRequest(ID=held[0])
-            stream = connection.lease.LeaseKeepAlive(iter([request]), timeout=_left(deadline), metadata=metadata)
+            stream = connection.lease.LeaseKeepAlive(iter([request]), timeout=time_left(deadline), metadata=metadata)
             replies = list(stream)
             if replies and replies[0].TTL > 0:
                 self.cache.note_lease(held[0], float(replies[0].TTL))
@@ -262,8 +166,8 @@ class Etcd3Backend(WatchingBackend):
 
     def initialize(self, create_new: bool, sysid: str, *, timeout: float) -> bool:
         key = self._key("initialize")
-        compare = [_compare(key, Cmp.CREATE, create_revision=0)] if create_new else []
-        request = etcdrpc.TxnRequest(compare=compare, success=[_put(key, sysid)])
+        compare = [txn_compare(key, Cmp.CREATE, create_revision=0)] if create_new else []
+        request = etcdrpc.TxnRequest(compare=compare, success=[txn_put(key, sysid)])
         reply = self._txn("initialize", lambda *_: request, timeout=timeout, idempotent=not create_new)
         return bool(reply.succeeded)
 
@@ -273,12 +177,12 @@ class Etcd3Backend(WatchingBackend):
     def take_leader(self, name: str, ttl: float, *, timeout: float) -> bool:
         key, used = self._key("leader"), [0]
 
-        def build(connection: _Connection, metadata: Metadata, deadline: float) -> Any:
+        def build(connection: Connection, metadata: Metadata, deadline: float) -> Any:
             used[0] = self._lease(connection, metadata, "leader", ttl, deadline)
             return etcdrpc.TxnRequest(
-                compare=[_compare(key, Cmp.CREATE, create_revision=0)],
-                success=[_put(key, name, used[0])],
-                failure=[_range(key)],
+                compare=[txn_compare(key, Cmp.CREATE, create_revision=0)],
+                success=[txn_put(key, name, used[0])],
+                failure=[txn_range(key)],
             )
 
         reply = self._txn("take_leader", build, timeout=timeout, idempotent=True)
@@ -290,13 +194,13 @@ class Etcd3Backend(WatchingBackend):
     def refresh_leader(self, name: str, ttl: float, *, timeout: float) -> bool:
         key = self._key("leader")
 
-        def build(connection: _Connection, metadata: Metadata, deadline: float) -> Any:
+        def build(connection: Connection, metadata: Metadata, deadline: float) -> Any:
             lease = self._lease(connection, metadata, "leader", ttl, deadline)
             reattach = etcdrpc.TxnRequest(
-                compare=[_compare(key, Cmp.LEASE, Cmp.NOT_EQUAL, lease=lease)], success=[_put(key, name, lease)]
+                compare=[txn_compare(key, Cmp.LEASE, Cmp.NOT_EQUAL, lease=lease)], success=[txn_put(key, name, lease)]
             )
             return etcdrpc.TxnRequest(
-                compare=[_compare(key, Cmp.VALUE, value=name.encode())],
+                compare=[txn_compare(key, Cmp.VALUE, value=name.encode())],
                 success=[etcdrpc.RequestOp(request_txn=reattach)],
             )
 
@@ -304,15 +208,17 @@ class Etcd3Backend(WatchingBackend):
 
     def release_leader(self, name: str, *, timeout: float) -> bool:
         key = self._key("leader")
-        request = etcdrpc.TxnRequest(compare=[_compare(key, Cmp.VALUE, value=name.encode())], success=[_delete(key)])
+        request = etcdrpc.TxnRequest(
+            compare=[txn_compare(key, Cmp.VALUE, value=name.encode())], success=[txn_delete(key)]
+        )
         return bool(self._txn("release_leader", lambda *_: request, timeout=timeout, idempotent=False).succeeded)
 
     def touch_member(self, name: str, data_json: str, ttl: float, *, timeout: float) -> bool:
         key = self._key(f"members/{name}")
 
-        def build(connection: _Connection, metadata: Metadata, deadline: float) -> Any:
+        def build(connection: Connection, metadata: Metadata, deadline: float) -> Any:
             lease = self._lease(connection, metadata, "member", ttl, deadline)
-            return etcdrpc.TxnRequest(success=[_put(key, data_json, lease)])
+            return etcdrpc.TxnRequest(success=[txn_put(key, data_json, lease)])
 
         return bool(self._txn("touch_member", build, timeout=timeout, idempotent=True).succeeded)
 
@@ -320,24 +226,24 @@ class Etcd3Backend(WatchingBackend):
         self, key: str, value: str, version: int | None, ttl: float | None, *, timeout: float
     ) -> tuple[bool, int | None]:
         path = self._key(key)
-        compare = [] if version is None else [_compare(path, Cmp.MOD, mod_revision=version)]
+        compare = [] if version is None else [txn_compare(path, Cmp.MOD, mod_revision=version)]
 
-        def build(connection: _Connection, metadata: Metadata, deadline: float) -> Any:
+        def build(connection: Connection, metadata: Metadata, deadline: float) -> Any:
             lease = 0 if ttl is None else self._grant(connection, metadata, ttl, deadline)[0]
-            return etcdrpc.TxnRequest(compare=compare, success=[_put(path, value, lease)])
+            return etcdrpc.TxnRequest(compare=compare, success=[txn_put(path, value, lease)])
 
         reply = self._txn(f"write {key}", build, timeout=timeout, idempotent=version is None)
         return (True, int(reply.header.revision)) if reply.succeeded else (False, None)
 
     def delete(self, key: str, version: int | None, *, timeout: float) -> bool:
         path = self._key(key)
-        compare = [] if version is None else [_compare(path, Cmp.MOD, mod_revision=version)]
-        request = etcdrpc.TxnRequest(compare=compare, success=[_delete(path)])
+        compare = [] if version is None else [txn_compare(path, Cmp.MOD, mod_revision=version)]
+        request = etcdrpc.TxnRequest(compare=compare, success=[txn_delete(path)])
         reply = self._txn(f"delete {key}", lambda *_: request, timeout=timeout, idempotent=False)
         return bool(reply.succeeded) and has_writes(reply.responses)
 
     def delete_cluster(self, *, timeout: float) -> bool:
-        request = etcdrpc.TxnRequest(success=[_delete(self._prefix, prefix_end(self._prefix))])
+        request = etcdrpc.TxnRequest(success=[txn_delete(self._prefix, prefix_end(self._prefix))])
         self._txn("delete_cluster", lambda *_: request, timeout=timeout, idempotent=True)
         return True
 
@@ -382,7 +288,7 @@ class Etcd3Backend(WatchingBackend):
             if stream is not None:
                 stream.cancel()
 
-    def _discover(self, connection: _Connection, metadata: Metadata) -> None:
+    def _discover(self, connection: Connection, metadata: Metadata) -> None:
         """Learn the other members' client URLs, unless the hosts are proxies (use_proxies)."""
         if self.settings.use_proxies:
             return

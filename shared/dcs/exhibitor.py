@@ -1,7 +1,7 @@
 """The Exhibitor DCS (section `exhibitor:`, B32/F34/F60): ZooKeeper whose ensemble is discovered from
 Exhibitor's REST API, GET http://<host>:<port>/exhibitor/v1/cluster/list -> {"servers": [...], "port": N}.
 
-Everything else is the ZooKeeper backend (zookeeper.py). A poller thread asks the Exhibitor hosts in random
+Everything else is the ZooKeeper backend (zookeeper/). A poller thread asks the Exhibitor hosts in random
 order at start (every few seconds until one answers) and then every poll_interval (default 300 s); the
 servers it returns become the Exhibitor hosts asked next time, as in Patroni. When the ensemble changes,
 kazoo gets the new host list; if the server we are connected to left the ensemble, a new session is opened

@@ -15,7 +15,8 @@ import pytest
 
 from shared.config import NodeConfig
 from shared.dcs import Backend, BackendError, DCSUnavailable, get_backend
-from shared.dcs.etcd_common import Endpoint, WatchingBackend, peer_client_endpoints
+from shared.dcs.etcd_base import WatchingBackend
+from shared.dcs.etcd_common import Endpoint, peer_client_endpoints
 from tests.support.etcd_server import Etcd2Server, Etcd3Server, EtcdServer
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
