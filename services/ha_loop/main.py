@@ -130,6 +130,7 @@ class Brain:
         )
         self.view: dict[str, Any] | None = None
         self.view_at = 0.0
+        self.cluster_ok_at = 0.0  # the last time a current view was read
         self.pg_state: dict[str, Any] | None = None
         self.pg_state_at = 0.0
         self.cluster: Cluster | None = None
@@ -195,16 +196,25 @@ class Brain:
     # --- the tick ---------------------------------------------------------------------------------
 
     def read_cluster(self) -> Cluster | None:
-        try:
-            view = self.clients.dcs.call("dcs.get_cluster", {}, timeout=min(2.0, self.dynamic.retry_timeout))
-        except RemoteError as exc:
-            log.warning("cannot read the cluster from dcs_proxy: %s", exc.message)
-            return None
-        self.view, self.view_at = view, time.time()
-        if not view.get("ok"):
-            return None
-        keys = view.get("keys")
-        return Cluster.from_wire(keys) if isinstance(keys, dict) else None
+        """A current view of the cluster, or None when the DCS has been unreadable for retry_timeout (A7):
+        a DCS problem shorter than that (an etcd leader election, a dcs_proxy restart) must not demote."""
+        while True:
+            try:
+                view = self.clients.dcs.call("dcs.get_cluster", {}, timeout=min(2.0, self.dynamic.retry_timeout))
+            except RemoteError as exc:
+                view, problem = None, exc.message
+            else:
+                problem = "the DCS view is not current"
+            if view is not None and view.get("ok") and isinstance(view.get("keys"), dict):
+                self.view, self.view_at = view, time.time()
+                self.cluster_ok_at = self.view_at
+                return Cluster.from_wire(view["keys"])
+            if view is not None:
+                self.view, self.view_at = view, time.time()
+            if time.time() - self.cluster_ok_at >= self.dynamic.retry_timeout or self.loop.stopping:
+                log.warning("cannot read the cluster: %s", problem)
+                return None
+            time.sleep(0.1)
 
     def read_pg(self) -> PgView | None:
         try:

@@ -250,3 +250,18 @@ def test_an_immediate_restart_is_answered_through_node_status_D29(harness_factor
         sub.close()
         client.close()
         ctx.destroy(linger=0)
+
+
+def test_a_dcs_outage_shorter_than_retry_timeout_does_not_demote_A7(harness_factory: Any) -> None:
+    h = harness_factory(loop_wait=1)
+    h.dcs.put("leader", "n1")
+    h.pg.update(role="master", xlog={"location": 500}, wal_position=500)
+    wait_until(lambda: h.dcs.ops("dcs.refresh_leader"), 10, what="the first refresh")
+    h.dcs.available = False  # the DCS answers "not current" (e.g. an etcd leader election)
+    refreshes = len(h.dcs.ops("dcs.refresh_leader"))
+    wait_until(
+        lambda: "cannot read" in h.output() or len(h.dcs.ops("dcs.get_cluster")) > 20, 5, what="the brain to try again"
+    )
+    h.dcs.available = True  # back within retry_timeout (5 s)
+    wait_until(lambda: len(h.dcs.ops("dcs.refresh_leader")) > refreshes + 1, 10, what="refreshes to resume")
+    assert not h.pg.ops("pg.demote")
