@@ -201,3 +201,17 @@ class LocalTags(Tags):
     @property
     def tags(self) -> Mapping[str, Any]:
         return self.values
+
+
+def slot_name_from_member_name(name: str) -> str:
+    """B20: the replication slot a member uses on its upstream: lower case, '-' and '.' become '_', any other
+    character outside [a-z0-9_] becomes u<code point>, at most 63 characters (NAMEDATALEN - 1)."""
+    out = []
+    for char in name.lower():
+        if char in "-.":
+            out.append("_")
+        elif char == "_" or (char.isascii() and char.isalnum()):
+            out.append(char)
+        else:
+            out.append(f"u{ord(char):04d}")
+    return "".join(out)[:63]

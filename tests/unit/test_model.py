@@ -117,3 +117,11 @@ def test_cluster_snapshot_from_keys_B13() -> None:
 def test_a_leader_key_without_a_member_still_names_the_leader() -> None:
     cluster = Cluster.from_keys({"leader": KeyValue("ghost", 1)})
     assert cluster.leader_name == "ghost" and cluster.leader is not None and cluster.leader.conn_url is None
+
+
+def test_slot_names_come_from_member_names_B20() -> None:
+    from shared.model.member import slot_name_from_member_name
+
+    assert slot_name_from_member_name("Node-1.example") == "node_1_example"
+    assert slot_name_from_member_name("pg 1") == "pgu00321"
+    assert len(slot_name_from_member_name("x" * 100)) == 63
