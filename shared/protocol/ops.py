@@ -62,7 +62,22 @@ PG = schemas(
     OpSchema("pg.demote", (F("mode", (str,)), F("leader", _member, required=False, nullable=True))),
     OpSchema("pg.follow", (F("leader", _member, required=False, nullable=True),)),
     OpSchema("pg.reload"),
+    OpSchema(
+        "pg.set_sync",
+        (F("mode", (str,)), F("num", (int,)), F("names", (list,)), F("strict", (bool,), required=False)),
+    ),
+    OpSchema(
+        "pg.sync_slots",
+        (
+            F("slots", (dict,)),
+            F("ignore", (list,), required=False),
+            F("source", _member, required=False, nullable=True),
+        ),
+    ),
+    OpSchema("pg.copy_slots", (F("source", _member), F("names", (list,)))),
 )
+
+PG_SYNC_MODES = frozenset({"off", "on", "quorum"})
 
 PG_STOP_MODES = frozenset({"smart", "fast", "immediate"})
 PG_DEMOTE_MODES = frozenset({"offline", "graceful", "immediate", "immediate-nolock"})
