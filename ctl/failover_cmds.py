@@ -47,7 +47,7 @@ def candidate_names(info: ClusterInfo) -> list[str]:
 def is_async_candidate(info: ClusterInfo, candidate: str) -> bool:
     """In synchronous mode (some member is a sync standby), a candidate that is not one of them."""
     members = cluster_members(info)
-    sync = {m.name for m in members if m.role == "sync_standby"}
+    sync = {m.name for m in members if m.role in ("sync_standby", "quorum_standby")}
     return bool(sync) and candidate not in sync
 
 

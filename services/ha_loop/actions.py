@@ -54,6 +54,7 @@ class RefreshLeader(Action):
     """Compare-and-set the leader key and renew its TTL; write /status (A4, B10)."""
 
     last_lsn: int | None = None
+    slots: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ class TouchMember(Action):
 @dataclass(frozen=True)
 class WriteHistory(Action):
     value: str
+    version: int | None
+
+
+@dataclass(frozen=True)
+class WriteSync(Action):
+    """`/sync` = {leader: me, sync_standby: "a,b" | null[, quorum: q]}, compare-and-set on version (B9)."""
+
+    members: tuple[str, ...]
+    quorum: int | None
+    version: int | None
+
+
+@dataclass(frozen=True)
+class DeleteSync(Action):
     version: int | None
 
 
@@ -118,6 +133,31 @@ class PgRestart(Action):
 @dataclass(frozen=True)
 class PgReload(Action):
     pass
+
+
+@dataclass(frozen=True)
+class PgSetSync(Action):
+    """synchronous_standby_names (C74); at_lsn: the primary's position now, from which on the named standbys
+    must have flushed before they count as synchronous (C73)."""
+
+    mode: str  # "off" | "on" | "quorum"
+    num: int
+    names: tuple[str, ...]
+    strict: bool = False
+    at_lsn: int | None = None
+
+
+@dataclass(frozen=True)
+class PgSyncSlots(Action):
+    slots: Mapping[str, Any]
+    ignore: tuple[Any, ...] = ()
+    source: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PgCopySlots(Action):
+    source: Mapping[str, Any]
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from services.ha_loop import actions as a
 from services.ha_loop.decision import ControlResult, Decision, Memory, Plan, Reason, RestartRequest, Snapshot
 from services.ha_loop.views import PgView
 from shared.model import Cluster, Member
+from shared.model.cluster_json import synchronous_mode
 
 
 def request_restart(m: Memory, req: RestartRequest, pg: PgView | None) -> tuple[Memory, int | None, str]:
@@ -117,7 +118,32 @@ def restart_outcome(m: Memory, op_id: str, succeeded: bool) -> tuple[Memory, tup
         if succeeded
         else ControlResult(m.restart.id, 503, "restart failed")
     )
-    return replace(m, restart=None, restart_op=None), (result,)
+    return replace(m, restart=None, restart_op=None, releasing_until=None), (result,)
+
+
+RELEASE_POLL = 2.0  # seconds between two looks at /sync while waiting to be released (A53)
+
+
+def is_sync_member(s: Snapshot) -> bool:
+    """Listed in /sync by the current leader, in synchronous mode `on` or `quorum`."""
+    cluster = s.cluster
+    if cluster is None or cluster.leader_name is None or cluster.leader_name == s.me:
+        return False
+    if synchronous_mode(s.dynamic.data) == "off" or s.facts.tags.nosync:
+        return False
+    return cluster.sync.leader_matches(cluster.leader_name) and cluster.sync.matches(s.me)
+
+
+def _release_first(p: Plan, s: Snapshot) -> Decision | None:
+    """A53: a synchronous standby tags itself nosync and waits, up to 2 x loop_wait, for the leader to drop
+    it from /sync before PostgreSQL stops, so commits do not hang on a standby that is going away."""
+    if p.m.releasing_until is None:
+        if not is_sync_member(s):
+            return None
+        p.m = replace(p.m, releasing_until=s.now + 2 * s.dynamic.loop_wait)
+    elif s.now >= p.m.releasing_until or not is_sync_member(s):
+        return None
+    return p.done(Reason.RESTART, "Waiting for primary to release us from synchronous standby", wake_in=RELEASE_POLL)
 
 
 def run_controls(p: Plan, s: Snapshot, lock_steps: list[a.Action]) -> Decision | None:
@@ -145,9 +171,12 @@ def run_controls(p: Plan, s: Snapshot, lock_steps: list[a.Action]) -> Decision |
     elif not restart_matches(req, pg):
         answer = "restart conditions are not satisfied"
     if answer is not None:
-        p.m = replace(p.m, restart=None, restart_op=None)
+        p.m = replace(p.m, restart=None, restart_op=None, releasing_until=None)
         p.results.append(ControlResult(req.id, 503, answer))
         return None
+    waiting = _release_first(p, s)
+    if waiting is not None:
+        return waiting
     upstream = None if cluster.leader_name == s.me or cluster.leader is None else _ref(cluster.leader.member)
     return p.done(Reason.RESTART, "restarting PostgreSQL", *lock_steps, a.PgRestart(upstream))
 

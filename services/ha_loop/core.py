@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.ha_loop import actions as a
+from services.ha_loop import slots
 from services.ha_loop.controls import restart_outcome, run_controls, scheduled_restart_wake
 from services.ha_loop.decision import (
     ALLOWED_FROM,
@@ -25,6 +26,7 @@ from services.ha_loop.decision import (
     fingerprint,
     local_role,
     record,
+    slots_fingerprint,
 )
 from services.ha_loop.leader import history_update, leader, step_down
 from services.ha_loop.race import is_healthiest, unlocked
@@ -93,6 +95,10 @@ def decide(s: Snapshot, m: Memory) -> Decision:
     extra = _configure_step(s, p.m)
     if p.m.reload_pending and pg.running:
         extra.append(a.PgReload())
+    if not s.paused and pg.running and pg.accepting:  # C34: in pause no slot is dropped
+        wanted, ignore = slots.desired(s), slots.ignore_matchers(s)
+        if slots_fingerprint(wanted, ignore) != p.m.slots_sent:
+            extra.append(a.PgSyncSlots(wanted, ignore))
     holding = cluster.leader_name == s.me
     lock_steps: list[a.Action] = [a.RefreshLeader(pg.wal_position)] if holding else []
     controlled = run_controls(p, s, lock_steps)
@@ -276,6 +282,15 @@ def _follower(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             memory=mem,
         )
     following = f"no action. {_i_am(s)}, a secondary, and following a leader ({leader_key.name})"
+    copy = slots.copy_step(s) if not s.paused else []
+    if copy and s.pg.following == leader_key.name:
+        return p.done(
+            Reason.REPLICA_OK,
+            f"copying logical slots {', '.join(copy[0].names)} from the leader",  # type: ignore[attr-defined]
+            *extra,
+            *copy,
+            memory=mem,
+        )
     if s.pg.following != leader_key.name and target is not None:
         detail = following
         reason = Reason.FOLLOW

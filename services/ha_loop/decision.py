@@ -122,6 +122,9 @@ class Memory:
     scheduled_restart: RestartRequest | None = None  # at most one (A52)
     reload_pending: bool = False  # POST /reload: handled by the next regular tick (D31)
     reinit: str | None = None  # a requested reinitialize (its request id) not started yet (C20)
+    sync_lsn: int | None = None  # the primary's position when synchronous_standby_names last changed (C73)
+    slots_sent: str | None = None  # fingerprint of the slots last sent to postmaster
+    releasing_until: float | None = None  # A53: tagged nosync before a restart, waiting to be released
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,20 @@ def record(memory: Memory, action: a.Action, outcome: Outcome) -> Memory:
     if isinstance(action, a.PgRestart):
         if outcome.ok:
             return replace(memory, restart_op=str(outcome.body.get("operation") or ""))
-        return replace(memory, restart=None, restart_op=None)
+        return replace(memory, restart=None, restart_op=None, releasing_until=None)
     if isinstance(action, a.PgReload) and outcome.ok:
         return replace(memory, reload_pending=False)
     if isinstance(action, a.PgReinitialize):
         return replace(memory, reinit=None)
+    if isinstance(action, a.PgSetSync) and outcome.ok:
+        return replace(memory, sync_lsn=action.at_lsn)
+    if isinstance(action, a.PgSyncSlots) and outcome.ok:
+        return replace(memory, slots_sent=slots_fingerprint(action.slots, action.ignore))
     return memory
+
+
+def slots_fingerprint(slots: Mapping[str, Any], ignore: Any) -> str:
+    return json.dumps({"slots": slots, "ignore": list(ignore)}, sort_keys=True, default=str)
 
 
 # The role transition table: which PostgreSQL action a decision may take from which local role.
@@ -201,6 +212,7 @@ ALLOWED_FROM: dict[type[a.Action], frozenset[str]] = {
     a.PgStop: frozenset({"master", "replica"}),
     a.PgRestart: frozenset({"master", "replica"}),
     a.PgReinitialize: frozenset({"replica", "stopped", "uninitialized"}),
+    a.PgCopySlots: frozenset({"replica"}),
 }
 
 
@@ -233,7 +245,7 @@ class Plan:
         mem = memory or self.m
         plan = list(steps)
         if self.s.cluster is not None and not any(isinstance(x, a.ProbePeers) for x in plan):
-            data = member_data(self.s.facts, self.s.pg, self.s.paused)
+            data = member_data(self.s.facts, self.s.pg, self.s.paused, nosync=mem.releasing_until is not None)
             if mem.scheduled_restart is not None:
                 data["scheduled_restart"] = {
                     **mem.scheduled_restart.as_body(),

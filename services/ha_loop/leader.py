@@ -12,8 +12,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.ha_loop import actions as a
+from services.ha_loop import sync
 from services.ha_loop.decision import Decision, Plan, Reason, Snapshot
 from services.ha_loop.race import candidate_is_healthy, watchdog_arm
+from services.ha_loop.slots import published_positions
 from shared.model import Failover
 
 
@@ -26,7 +28,7 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     pg = s.pg
     if not pg.is_primary:
         return _not_primary(p, s, extra)
-    steps: list[a.Action] = [a.RefreshLeader(pg.wal_position)]
+    steps: list[a.Action] = [a.RefreshLeader(pg.wal_position, published_positions(s))]
     if not s.paused:
         steps.append(a.WatchdogKeepalive())
     if not s.cluster.initialize and pg.sysid:  # B5, A51: a lost or unfinished initialize key
@@ -34,6 +36,7 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     if s.cluster.config is None:  # A51: the leader restores a missing /config
         steps.append(a.WriteConfig(dict(s.facts.bootstrap_dcs)))
     steps += history_update(s)
+    steps += sync_steps(s, p.m.sync_lsn)
     if s.cluster.failover is not None:
         decision = _failover_request(p, s, s.cluster.failover, steps, extra)
         if decision is not None:
@@ -43,7 +46,7 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
 
 def _not_primary(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     """Holding the lock as a replica: promote (A18); in pause, or with nofailover, let the lock go."""
-    assert s.pg is not None
+    assert s.pg is not None and s.cluster is not None
     pg = s.pg
     if s.paused:
         return p.done(
@@ -63,10 +66,22 @@ def _not_primary(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
         Reason.PROMOTE_WITH_LOCK,
         "promoted self to leader because I had the session lock",
         a.RefreshLeader(pg.wal_position),
+        *sync.on_promotion(sync.settings_of(s), s.cluster, s.me),
         *extra,
         watchdog_arm(s),
         a.PgPromote(),
     )
+
+
+def sync_steps(s: Snapshot, sync_lsn: int | None) -> list[a.Action]:
+    """C71-C79: the leader keeps synchronous_standby_names and /sync in step, in the right order."""
+    assert s.pg is not None and s.cluster is not None
+    settings = sync.settings_of(s)
+    if settings.mode == "on":
+        return sync.plan_on(settings, s.cluster, s.pg, s.me, sync_lsn)
+    if settings.mode == "quorum":
+        return sync.plan_quorum(settings, s.cluster, s.pg, s.me)
+    return sync.plan_off(s.cluster, s.pg)
 
 
 def _failover_request(

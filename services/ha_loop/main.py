@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from services.ha_loop import actions as a
+from services.ha_loop.controls import is_sync_member
 from services.ha_loop.core import Decision, Memory, Outcome, Snapshot, decide, record
 from services.ha_loop.probes import probe_members
 from services.ha_loop.requests import ControlDesk
@@ -21,6 +23,8 @@ from services.ha_loop.views import PgView
 from shared.config import NodeConfig
 from shared.config.dynamic import DynamicConfig, effective
 from shared.model import Cluster
+from shared.model.cluster_json import synchronous_mode
+from shared.model.member import parse_bool
 from shared.protocol.endpoints import Service, Topic, pub_path, router_path
 from shared.protocol.envelope import Event, Request
 from shared.protocol.errors import RemoteError
@@ -55,7 +59,21 @@ def facts_from_config(config: NodeConfig) -> NodeFacts:
         ),
         watchdog_required=mode in ("required", "require"),
         watchdog_safety_margin=int(margin) if isinstance(margin, int) else 5,
+        use_slots=_local_use_slots(config),
     )
+
+
+def _local_use_slots(config: NodeConfig) -> bool | None:
+    value = config.postgresql.get("use_slots")
+    return None if value is None else bool(parse_bool(value))
+
+
+def _sync_role(cluster: Cluster | None, name: str, dynamic: Mapping[str, Any]) -> str | None:
+    """The key GET /patroni reports for a replica listed in /sync: sync_standby, or quorum_standby (4.x)."""
+    if cluster is None or not cluster.sync.matches(name):
+        return None
+    mode = synchronous_mode(dynamic)
+    return None if mode == "off" else ("quorum_standby" if mode == "quorum" else "sync_standby")
 
 
 def _view_fingerprint(view: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -319,7 +337,14 @@ class Brain:
             "retry_timeout": self.dynamic.retry_timeout,
             "reason": str(self.last.reason) if self.last else "",
             "detail": self.last.detail if self.last else "starting",
-            "patroni": patroni_body(self.facts, pg, cluster, pause, scheduled_restart=scheduled),
+            "patroni": patroni_body(
+                self.facts,
+                pg,
+                cluster,
+                pause,
+                scheduled_restart=scheduled,
+                sync_role=_sync_role(cluster, self.facts.name, self.dynamic.data),
+            ),
             "watchdog_failed": False,
             "controls": self.desk.published(),
             "scheduled_restart": scheduled,
@@ -339,6 +364,8 @@ class Brain:
             log.info("Leader key is not deleted and Postgresql is not stopped due paused state")
             return
         pg = self.read_pg()
+        if pg is not None and pg.running and not pg.is_primary:
+            self._release_sync_duty(pg)
         if pg is not None and pg.running and not self._stop_postgres():
             log.error("PostgreSQL shutdown failed, leader key not removed.")
             return
@@ -353,6 +380,29 @@ class Brain:
             self.runner.run(a.TouchMember({**member_data(self.facts, final, pause=False), "state": "stopped"}))
         self.runner.run(a.WatchdogDisarm())
         self.publish()  # the REST API keeps serving this last word: PostgreSQL is stopped
+
+    def _release_sync_duty(self, pg: PgView) -> None:
+        """A53: a synchronous standby tags itself nosync and waits up to 2 x loop_wait for the leader to
+        release it, so commits on the primary do not wait for a standby that is going away."""
+        cluster = self.read_cluster()
+        snapshot = Snapshot(time.time(), self.facts, self.dynamic, cluster, pg)
+        if not is_sync_member(snapshot):
+            return
+        outcome = self.runner.run(a.TouchMember(member_data(self.facts, pg, self.dynamic.pause, nosync=True)))
+        if not outcome.ok:
+            log.warning("Updating member state failed, skipping synchronous standby disable")
+            return
+        log.info("Waiting for primary to release us from synchronous standby")
+        deadline = time.time() + 2 * self.dynamic.loop_wait
+        while time.time() < deadline:
+            time.sleep(1.0)
+            cluster = self.read_cluster()
+            if cluster is None:
+                log.warning("Could not get cluster state, skipping synchronous standby disable")
+                return
+            if not is_sync_member(Snapshot(time.time(), self.facts, self.dynamic, cluster, pg)):
+                log.info("Released from synchronous standby")
+                return
 
     def _stop_postgres(self) -> bool:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from services.ha_loop import actions as a
+from services.ha_loop import sync
 from services.ha_loop.decision import Decision, Plan, Reason, Snapshot
 from services.ha_loop.views import PeerStatus
 from shared.model import Failover, Member
@@ -97,7 +98,7 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     if failover is not None:
         healthy, why = _manual_failover_race(s, failover, peers)
     else:
-        healthy, why = is_healthiest(s, peers)
+        healthy, why = _automatic_race(s, peers)
     if not healthy:
         if pg.is_primary:
             return p.done(
@@ -110,6 +111,25 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             Reason.NOT_HEALTHIEST, f"following a different leader because i am not the healthiest node ({why})", *extra
         )
     return _take(p, s, extra, failover)
+
+
+def _automatic_race(s: Snapshot, peers: Mapping[str, PeerStatus]) -> tuple[bool, str]:
+    """A14: with synchronous mode active, only the last leader and the synchronous standbys race (`on`), and
+    they compare themselves with those only; in quorum mode a racer also needs enough voters' answers."""
+    assert s.cluster is not None
+    settings = sync.settings_of(s)
+    if not sync.may_race(settings, s.cluster, s.me):
+        return False, "I am not a synchronous standby"
+    members = sync.race_members(settings, s.cluster)
+    if members is not None:
+        peers = {name: peer for name, peer in peers.items() if name.lower() in members}
+    healthy, why = is_healthiest(s, peers)
+    if healthy and settings.mode == "quorum":
+        voters = {n.lower() for n in s.cluster.sync.members}
+        seen = sum(1 for p in peers.values() if p.reachable and p.name.lower() in voters and p.name != s.me)
+        if not sync.quorum_votes_ok(settings, s.cluster, s.me, seen):
+            return False, f"only {seen} synchronous standbys answered, the quorum is {s.cluster.sync.quorum}"
+    return healthy, why
 
 
 def _manual_failover_race(s: Snapshot, failover: Failover, peers: Mapping[str, PeerStatus]) -> tuple[bool, str]:
@@ -141,6 +161,7 @@ def _take(p: Plan, s: Snapshot, extra: list[a.Action], failover: Failover | None
         steps.append(watchdog_arm(s))
     if pg.is_primary:
         return p.done(Reason.ACQUIRED_LOCK, "acquired session lock as a leader", *steps)
+    steps += sync.on_promotion(sync.settings_of(s), cluster, s.me)
     detail = "promoted self to leader by acquiring session lock"
     if failover is not None:
         detail = f"{'switchover' if failover.leader else 'manual failover'}: {detail}"

@@ -57,8 +57,17 @@ class Runner:
                 return self.c.dcs, "dcs.write", {"key": "config", "value": dumps(value)}, dcs_t
             case a.TakeLeader():
                 return self.c.dcs, "dcs.take_leader", {"name": name, "ttl": ttl}, dcs_t
-            case a.RefreshLeader(last_lsn=lsn):
-                return self.c.dcs, "dcs.refresh_leader", {"name": name, "ttl": ttl, "last_lsn": lsn}, dcs_t
+            case a.RefreshLeader(last_lsn=lsn, slots=slots):
+                body = {"name": name, "ttl": ttl, "last_lsn": lsn, "slots": dict(slots) if slots else None}
+                return self.c.dcs, "dcs.refresh_leader", body, dcs_t
+            case a.WriteSync(members=members, quorum=quorum, version=version):
+                sync: dict[str, Any] = {"leader": name}
+                if quorum is not None:
+                    sync["quorum"] = quorum
+                sync["sync_standby"] = ",".join(members) if members else None
+                return self.c.dcs, "dcs.write", {"key": "sync", "value": dumps(sync), "version": version}, dcs_t
+            case a.DeleteSync(version=version):
+                return self.c.dcs, "dcs.delete", {"key": "sync", "version": version}, dcs_t
             case a.ReleaseLeader(last_lsn=lsn):
                 return self.c.dcs, "dcs.release_leader", {"name": name, "last_lsn": lsn}, dcs_t
             case a.TouchMember(data=data):
@@ -81,6 +90,18 @@ class Runner:
                 return self.c.pg, "pg.restart", {"leader": _opt(leader)}, PG_TIMEOUT
             case a.PgReload():
                 return self.c.pg, "pg.reload", {}, PG_TIMEOUT
+            case a.PgSetSync(mode=mode, num=num, names=names, strict=strict):
+                return (
+                    self.c.pg,
+                    "pg.set_sync",
+                    {"mode": mode, "num": num, "names": list(names), "strict": strict},
+                    PG_TIMEOUT,
+                )
+            case a.PgSyncSlots(slots=slots, ignore=ignore, source=source):
+                body = {"slots": dict(slots), "ignore": list(ignore), "source": _opt(source)}
+                return self.c.pg, "pg.sync_slots", body, PG_TIMEOUT
+            case a.PgCopySlots(source=source, names=names):
+                return self.c.pg, "pg.copy_slots", {"source": dict(source), "names": list(names)}, PG_TIMEOUT
             case a.PgReinitialize(source=source, leader=leader):
                 return self.c.pg, "pg.reinitialize", {"source": dict(source), "leader": _opt(leader)}, PG_TIMEOUT
             case a.PgPromote():

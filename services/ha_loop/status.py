@@ -30,6 +30,7 @@ class NodeFacts:
     proxy_url: str | None = None
     watchdog_required: bool = False
     watchdog_safety_margin: int = 5
+    use_slots: bool | None = None  # the local postgresql.use_slots, which overrides the dynamic one
 
 
 def node_role(pg: PgView | None) -> str:
@@ -40,7 +41,7 @@ def node_role(pg: PgView | None) -> str:
     return pg.role if pg.role in ("master", "replica", "standby_leader", "demoted") else "replica"
 
 
-def member_data(facts: NodeFacts, pg: PgView | None, pause: bool) -> dict[str, Any]:
+def member_data(facts: NodeFacts, pg: PgView | None, pause: bool, nosync: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "conn_url": facts.conn_url,
         "api_url": facts.api_url,
@@ -59,8 +60,11 @@ def member_data(facts: NodeFacts, pg: PgView | None, pause: bool) -> dict[str, A
             data["timeline"] = pg.timeline
     if pg and pg.role == "replica" and pg.raw.get("replication_state"):
         data["replication_state"] = pg.raw["replication_state"]
-    if facts.published_tags:
-        data["tags"] = dict(facts.published_tags)
+    tags = dict(facts.published_tags)
+    if nosync:  # A53: a synchronous standby about to stop asks the leader to release it first
+        tags["nosync"] = True
+    if tags:
+        data["tags"] = tags
     if pg and pg.pending_restart:
         data["pending_restart"] = True
     if pause:
@@ -75,6 +79,7 @@ def patroni_body(
     pause: bool,
     watchdog_failed: bool = False,
     scheduled_restart: Mapping[str, Any] | None = None,
+    sync_role: str | None = None,
 ) -> dict[str, Any]:
     """GET /patroni (W1). dcs_last_seen is added by the REST API from the freshest cluster view."""
     raw = pg.raw if pg else {}
@@ -94,6 +99,8 @@ def patroni_body(
             body["replication"] = list(raw["replication"])
         if pg is not None and pg.role == "replica" and raw.get("replication_state"):
             body["replication_state"] = raw["replication_state"]
+        if pg is not None and pg.role == "replica" and sync_role:
+            body[sync_role] = True  # sync_standby (`on`) or quorum_standby (`quorum`, 4.x)
     if cluster is not None and cluster.is_unlocked:
         body["cluster_unlocked"] = True
     if pause:

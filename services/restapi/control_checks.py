@@ -15,7 +15,7 @@ from services.restapi.core import ControlRequest, Response, error_page, text_res
 from services.restapi.schedule import parse_schedule, parse_seconds, postgres_version_problem
 from services.restapi.snapshot import Snapshot, as_map
 from shared.model import Cluster, Failover, Member, Tags
-from shared.model.cluster_json import dynamic_config, is_paused, is_synchronous_mode
+from shared.model.cluster_json import dynamic_config, is_paused, synchronous_mode
 from shared.model.member import parse_int
 
 SWITCHOVER, FAILOVER = "switchover", "failover"
@@ -115,12 +115,14 @@ def _sync_matches(cluster: Cluster, name: Any) -> bool:
 
 def precheck_targets(cluster: Cluster, plan: FailoverPlan) -> list[Member] | str:
     """The members whose health decides an immediate request, or the 412 text (Patroni's is_failover_possible)."""
-    sync_mode = is_synchronous_mode(dynamic_config(cluster))
+    mode = synchronous_mode(dynamic_config(cluster))
+    sync_mode = mode != "off"
     leader_name = cluster.leader_name
     if plan.leader and leader_name != plan.leader:
         return "leader name does not match"
     if plan.candidate:
-        if plan.action == SWITCHOVER and sync_mode and not _sync_matches(cluster, plan.candidate):
+        # In quorum mode any member may be named: the quorum, not /sync, decides whether it can promote.
+        if plan.action == SWITCHOVER and mode == "on" and not _sync_matches(cluster, plan.candidate):
             return "candidate name does not match with sync_standby"
         members = [m for m in cluster.members if m.name == plan.candidate]
         if not members:

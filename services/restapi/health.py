@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.restapi.snapshot import Snapshot, as_map
-from shared.model.cluster_json import dynamic_config, is_standby_cluster, is_synchronous_mode
+from shared.model.cluster_json import dynamic_config, is_standby_cluster, synchronous_mode
 from shared.model.member import parse_bool, parse_int
 
 OK, UNAVAILABLE = 200, 503
@@ -52,7 +52,8 @@ class Codes:
     replica: int
     running: bool
     view_fresh: bool
-    is_sync_standby: bool
+    is_sync_standby: bool  # listed in /sync in synchronous_mode `on`
+    is_quorum_standby: bool = False  # listed in /sync in synchronous_mode `quorum` (4.x)
 
 
 def _xlog_int(status: Mapping[str, Any], key: str) -> int:
@@ -105,8 +106,18 @@ def evaluate(snapshot: Snapshot, status: Mapping[str, Any], query: Query, now: f
     else:
         leader = primary = standby_leader = UNAVAILABLE
 
-    is_sync = cluster is not None and is_synchronous_mode(config) and cluster.sync.matches(snapshot.identity.name)
-    return Codes(leader, primary, standby_leader, replica, running, view_fresh, is_sync)
+    listed = cluster is not None and cluster.sync.matches(snapshot.identity.name)
+    mode = synchronous_mode(config)
+    return Codes(
+        leader,
+        primary,
+        standby_leader,
+        replica,
+        running,
+        view_fresh,
+        listed and mode == "on",
+        listed and mode == "quorum",
+    )
 
 
 def _tags_match(status: Mapping[str, Any], query: Query) -> bool:
@@ -143,18 +154,22 @@ def status_code(
         code, ignore_tags = codes.primary, True
     elif "replica" in path:
         code = codes.replica
-    elif "read-only" in path and "sync" not in path:
+    elif "read-only" in path and "sync" not in path and "quorum" not in path:
         code = OK if OK in (codes.primary, codes.standby_leader) else codes.replica
     elif "health" in path:
         code = OK if codes.running else UNAVAILABLE
     elif codes.view_fresh:
-        wants_sync, wants_async = path in ("/sync", "/synchronous"), path in ("/async", "/asynchronous")
-        if (wants_sync and codes.is_sync_standby) or (wants_async and not codes.is_sync_standby):
+        sync, quorum = codes.is_sync_standby, codes.is_quorum_standby
+        if (
+            (path in ("/sync", "/synchronous") and sync)
+            or (path == "/quorum" and quorum)
+            or (path in ("/async", "/asynchronous") and not sync and not quorum)
+        ):
             code = codes.replica
-        elif path in ("/read-only-sync", "/read-only-synchronous"):
+        elif path in ("/read-only-sync", "/read-only-synchronous", "/read-only-quorum"):
             if OK in (codes.primary, codes.standby_leader):
                 code = OK
-            elif codes.is_sync_standby:
+            elif quorum if path == "/read-only-quorum" else sync:
                 code = codes.replica
     if code == OK and not ignore_tags and not _tags_match(status, query):
         code = UNAVAILABLE

@@ -23,7 +23,16 @@ _AFTER_DCS_LAST_SEEN = ("tags", "database_system_identifier", "pending_restart",
 
 # W1 keys that come from PostgreSQL itself: dropped from a stale report.
 _PG_FACTS = frozenset(
-    {"postmaster_start_time", "server_version", "xlog", "timeline", "replication", "replication_state", "sync_standby"}
+    {
+        "postmaster_start_time",
+        "server_version",
+        "xlog",
+        "timeline",
+        "replication",
+        "replication_state",
+        "sync_standby",
+        "quorum_standby",
+    }
 )
 
 

@@ -55,6 +55,7 @@ def render(config: NodeConfig, accounts: Accounts, run_dir: str, log_dir: str, c
     def user(name: str | None) -> str:
         return f"user={name}" if accounts.as_root and name else ""
 
+    dynamic = effective(None, config.bootstrap_dcs)
     values = {
         "run_dir": run_dir,
         "log_dir": log_dir,
@@ -68,8 +69,9 @@ def render(config: NodeConfig, accounts: Accounts, run_dir: str, log_dir: str, c
         "env_common": _env(common),
         "env_postgres": _env(postgres_env),
         "program_log": "/dev/stdout",
-        "ha_loop_stopwaitsecs": str(config.pg_ctl_timeout + 30),
-        "dcs_proxy_stopwaitsecs": str(effective(None, config.bootstrap_dcs).retry_timeout + 10),
+        # a sync standby first waits up to 2 x loop_wait to be released (A53), then stops PostgreSQL
+        "ha_loop_stopwaitsecs": str(config.pg_ctl_timeout + 2 * dynamic.loop_wait + 30),
+        "dcs_proxy_stopwaitsecs": str(dynamic.retry_timeout + 10),
     }
     text = Template(find_template(config).read_text()).substitute(values)
     # every program starts in the run directory (the postgres user cannot enter /root, for one)

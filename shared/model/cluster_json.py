@@ -24,8 +24,18 @@ def is_standby_cluster(config: Mapping[str, Any]) -> bool:
     return isinstance(section, Mapping) and any(section.get(k) for k in ("host", "port", "restore_command"))
 
 
+def synchronous_mode(config: Mapping[str, Any]) -> str:
+    """ "off", "on" or "quorum" (4.x); never synchronous inside a standby cluster (C68)."""
+    raw = config.get("synchronous_mode")
+    if is_standby_cluster(config):
+        return "off"
+    if isinstance(raw, str) and raw.strip().lower() == "quorum":
+        return "quorum"
+    return "on" if parse_bool(raw) else "off"
+
+
 def is_synchronous_mode(config: Mapping[str, Any]) -> bool:
-    return bool(parse_bool(config.get("synchronous_mode"))) and not is_standby_cluster(config)
+    return synchronous_mode(config) != "off"
 
 
 def is_paused(config: Mapping[str, Any]) -> bool:
@@ -49,8 +59,9 @@ def _host_port(member: Member) -> tuple[str | None, int | None]:
 def _role(member: Member, leader_name: str | None, cluster: Cluster, config: Mapping[str, Any]) -> str:
     if member.name == leader_name:
         return "standby_leader" if is_standby_cluster(config) else "leader"
-    if is_synchronous_mode(config) and cluster.sync.matches(member.name):
-        return "sync_standby"
+    mode = synchronous_mode(config)
+    if mode != "off" and cluster.sync.matches(member.name):
+        return "quorum_standby" if mode == "quorum" else "sync_standby"
     return "replica"
 
 

@@ -361,7 +361,8 @@ class Cluster:
         if len(members) < len(nodes):
             return False
         leaders = [m for m in members.values() if m["role"] == "leader" and m["state"] == "running"]
-        streaming = [m for m in members.values() if m["role"] == "replica" and m["state"] == "streaming"]
+        standbys = ("replica", "sync_standby", "quorum_standby")
+        streaming = [m for m in members.values() if m["role"] in standbys and m["state"] == "streaming"]
         return len(leaders) == 1 and len(streaming) == len(nodes) - 1 and self.leader(nodes) is not None
 
     def wait_healthy(self, timeout: float = 90, among: list[Node] | None = None) -> Node:

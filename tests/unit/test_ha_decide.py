@@ -10,6 +10,7 @@ import pytest
 
 from services.ha_loop import actions as a
 from services.ha_loop.core import Decision, Memory, Outcome, Reason, Snapshot, decide, record
+from services.ha_loop.decision import slots_fingerprint
 from services.ha_loop.status import NodeFacts
 from services.ha_loop.views import PeerStatus, PgView
 from shared.config.dynamic import effective
@@ -84,6 +85,7 @@ def make_facts(**kw: Any) -> NodeFacts:
         conn_url="postgres://127.0.0.1:5001/postgres",
         api_url="http://127.0.0.1:8001/patroni",
         bootstrap_dcs={"ttl": 30},
+        use_slots=False,  # the slot rules have their own tests (test_ha_durability.py)
     )
     base.update(kw)
     return NodeFacts(**base)
@@ -107,7 +109,7 @@ def snap(
     )
 
 
-CONFIGURED = Memory(configured=json.dumps({"ttl": 30}, sort_keys=True))
+CONFIGURED = Memory(configured=json.dumps({"ttl": 30}, sort_keys=True), slots_sent=slots_fingerprint({}, ()))
 
 
 def kinds(decision: Decision) -> list[str]:

@@ -147,6 +147,13 @@ def test_w2_sync_standby_needs_synchronous_mode() -> None:
     assert roles == {"pg1": "leader", "pg2": "replica", "pg3": "replica", "pg4": "replica"}
 
 
+def test_w2_quorum_mode_members_are_quorum_standbys_C81() -> None:
+    view = json.loads(json.dumps(SYNC_VIEW))
+    view["keys"]["config"] = key({"ttl": 30, "synchronous_mode": "quorum"})
+    roles = {m["name"]: m["role"] for m in json.loads(get(snap(node_status(), view), "/cluster"))["members"]}
+    assert roles == {"pg1": "leader", "pg2": "quorum_standby", "pg3": "replica", "pg4": "replica"}
+
+
 def test_w2_standby_cluster_leader_and_members_without_addresses() -> None:
     view = cluster_view(
         "pg1",

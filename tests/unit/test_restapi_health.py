@@ -232,6 +232,26 @@ def test_d14_async_only_for_a_replica_not_listed_as_sync(path: str) -> None:
     assert code(PRIMARY, path) == 503
 
 
+QUORUM_CONFIG = {"ttl": 30, "synchronous_mode": "quorum"}
+
+
+def test_quorum_only_for_a_listed_standby_in_quorum_mode_C81() -> None:
+    assert code(sync_snapshot(NAME, config=QUORUM_CONFIG), "/quorum") == 200
+    assert code(sync_snapshot("pg2", config=QUORUM_CONFIG), "/quorum") == 503
+    assert code(sync_snapshot(NAME), "/quorum") == 503  # listed, but synchronous_mode is `on`
+    assert code(sync_snapshot(NAME, config=QUORUM_CONFIG), "/sync") == 503  # a quorum standby is not a sync one
+
+
+def test_read_only_quorum_adds_the_primary_and_async_excludes_quorum_standbys_C81() -> None:
+    assert code(sync_snapshot(NAME, config=QUORUM_CONFIG), "/read-only-quorum") == 200
+    assert code(sync_snapshot("pg2", config=QUORUM_CONFIG), "/read-only-quorum") == 503
+    assert code(sync_snapshot(NAME), "/read-only-quorum") == 503
+    primary = snap(node_status("master"), cluster_view(NAME, config=QUORUM_CONFIG))
+    assert code(primary, "/read-only-quorum") == 200
+    assert code(sync_snapshot(NAME, config=QUORUM_CONFIG), "/async") == 503
+    assert code(sync_snapshot("pg2", config=QUORUM_CONFIG), "/async") == 200
+
+
 def test_d12_d14_sync_endpoints_need_a_valid_dcs_view() -> None:
     stale = snap(node_status("replica"), cluster_view("pg0"), view_at=NOW - 31)
     assert code(stale, "/async") == 503
