@@ -110,7 +110,7 @@ def _create_users(settings: Settings) -> str:
 
 
 def _post_bootstrap(settings: Settings) -> None:
-    """The script gets the superuser's URL (no password); PGPASSFILE points at the pgpass file (C4)."""
+    """The script gets the superuser's URL (no password); PGPASSFILE points at the pgpass file (C4, C79)."""
     if not settings.post_bootstrap:
         return
     files.write_pgpass(settings, [])
@@ -120,7 +120,8 @@ def _post_bootstrap(settings: Settings) -> None:
         proc = subprocess.run(
             cmd,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PGPASSFILE": settings.pgpass},
+            # C79: its commits do not wait for a synchronous standby (strict mode may have none yet)
+            env={**os.environ, "PGPASSFILE": settings.pgpass, "PGOPTIONS": "-c synchronous_commit=local"},
             timeout=pg.LONG_TIMEOUT_S,
             check=False,
         )

@@ -104,14 +104,17 @@ def write_config(
     primary: bool,
     upstream: Upstream | None,
     controldata: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> WrittenConfig:
-    """Every configuration file of a primary, or of a replica following `upstream` (None: no upstream)."""
+    """Every configuration file of a primary, or of a replica following `upstream` (None: no upstream).
+    overrides: parameters haven manages at run time (managed.parameter_overrides)."""
     mode = file_mode(settings)
     os.makedirs(settings.config_dir, exist_ok=True)
     _ensure_base_conf(settings, mode)
     params, warnings = render.effective_parameters(settings, dynamic_pg)
     for warning in warnings:
         log.warning(warning)
+    params = render.apply_overrides(params, overrides or {})
     recovery = None
     if not primary:
         params, raised = render.raise_to_controldata(params, controldata or {})
@@ -167,10 +170,11 @@ def is_standby(settings: Settings) -> bool:
     return os.path.exists(settings.standby_signal_path)
 
 
-def write_pgpass(settings: Settings, upstreams: Iterable[Upstream]) -> None:
+def write_pgpass(settings: Settings, upstreams: Iterable[Upstream], *, superuser: bool = False) -> None:
     """Mode 0600: libpq ignores a password file that others may read (C56, J7)."""
     os.makedirs(os.path.dirname(settings.pgpass), exist_ok=True)
-    write_file(settings.pgpass, render.render_pgpass(render.pgpass_entries(settings, upstreams)), 0o600)
+    entries = render.pgpass_entries(settings, upstreams, superuser=superuser)
+    write_file(settings.pgpass, render.render_pgpass(entries), 0o600)
 
 
 def read_following(settings: Settings) -> Upstream | None:

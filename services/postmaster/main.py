@@ -20,15 +20,18 @@ from services.postmaster.core import (
     DataDir,
     Memory,
     Observation,
-    changed_postmaster_settings,
     finished_operation,
     new_operation,
     pg_state,
     remember,
     state_key,
 )
+from services.postmaster.deferred import DeferringRouter
+from services.postmaster.live import Live
+from services.postmaster.managed import ManagedStore
 from services.postmaster.observe import Monitor, observe_once
 from services.postmaster.operations import OperationFailed, Operations
+from services.postmaster.pending import changed_postmaster_settings
 from services.postmaster.render import Upstream
 from services.postmaster.requests import Job, Requests
 from services.postmaster.settings import Settings
@@ -38,7 +41,7 @@ from shared.protocol.endpoints import Service, Topic, pub_path, router_path
 from shared.protocol.envelope import Request
 from shared.protocol.errors import ErrorCode, OpError
 from shared.protocol.ops import PG
-from shared.protocol.transport import Publisher, RouterServer, SocketInUse
+from shared.protocol.transport import Publisher, SocketInUse
 from shared.runtime import Loop, Runtime, start_thread
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ _PHASES: dict[str, str | None] = {
     "pg.demote": "stopping",
     "pg.follow": None,
     "pg.reinitialize": "creating replica",
+    "pg.copy_slots": None,
 }
 _WRITES_PGDATA = frozenset({"pg.bootstrap", "pg.clone", "pg.reinitialize"})  # no pg_controldata meanwhile (C9)
 
@@ -74,9 +78,13 @@ class Controller:
         self._pending = False
         self._last_key: tuple[Any, ...] | None = None
         self.progress = LoopProgress(loop, self.set_phase, self.set_intent)
+        self.managed = ManagedStore(self.settings)
         following = files.read_following(self.settings)
-        self.memory = Memory(following=following.name if following else None)
-        self.server = RouterServer(
+        slots = self.managed.get().slots
+        self.memory = Memory(
+            following=following.name if following else None, wanted_logical=slots.logical_names if slots else ()
+        )
+        self.server = DeferringRouter(
             loop.ctx,
             router_path(runtime.run_dir, Service.POSTMASTER),
             Requests(self).handlers(),
@@ -99,12 +107,14 @@ class Controller:
         self.memory = remember(self.memory, self.obs)
         self.monitor = Monitor(self.settings, lambda obs: loop.call_from_thread(lambda: self.on_observation(obs)))
         self.worker = Worker()
+        self.live = Live(self)
 
     def start(self) -> None:
         self.loop.add_reader(self.server.socket, self.server.process)
         self.loop.call_later(HEARTBEAT_S, self.publish, repeat=True)
         start_thread("postmaster-monitor", self.monitor.run)
         self.worker.start()
+        self.live.start()
         log.info("serving %s; PostgreSQL %s", self.server.path, self._describe())
         self.publish()
 
@@ -120,6 +130,7 @@ class Controller:
             )
         self.monitor.stop()
         self.worker.stop()
+        self.live.stop()
         self.publisher.close()
         self.server.close()
 
@@ -149,6 +160,7 @@ class Controller:
         if was_running and not obs.running and not self._busy:
             log.warning("PostgreSQL is no longer running (state %s)", self.state()["state"])
         self._publish_if_changed()
+        self.live.on_observation()
 
     def _desired_parameters(self) -> dict[str, Any]:
         section = self.dynamic.get("postgresql")
@@ -172,7 +184,20 @@ class Controller:
     def set_intent(self, running: bool) -> None:
         self.memory = dataclasses.replace(self.memory, intended_running=running)
 
+    @property
+    def busy(self) -> bool:
+        """A long operation runs."""
+        return self._busy
+
     # ---- configuration --------------------------------------------------------------------------------------------
+
+    def apply_config(self) -> bool:
+        """Rewrite the files (with haven's managed values) and reload when they changed."""
+        return self._apply_config()
+
+    def mark_config_changed(self) -> None:
+        """A managed value changed during an operation: rewrite the files when it ends."""
+        self._dynamic_version += 1
 
     def _apply_config(self, *, force_reload: bool = False) -> bool:
         """Rewrite the files of an initialized PGDATA for the current role; reload a running instance when they
@@ -185,7 +210,11 @@ class Controller:
             primary = not files.is_standby(self.settings)
             upstream = None if primary else files.read_following(self.settings)
             written = files.write_config(
-                self.settings, section if isinstance(section, dict) else {}, primary=primary, upstream=upstream
+                self.settings,
+                section if isinstance(section, dict) else {},
+                primary=primary,
+                upstream=upstream,
+                overrides=self.managed.overrides(self.dynamic, primary=primary),
             )
         except OSError as exc:
             log.error("cannot write the configuration: %s", exc)
@@ -240,12 +269,13 @@ class Controller:
             failure_at=None,
         )
         self._busy = True
+        self.managed.hold(True)
         self._job_dynamic_version = self._dynamic_version
         if name in _WRITES_PGDATA:
             self.monitor.quiet.set()
         self.monitor.busy.set()
         self.monitor.wake.set()
-        ops = Operations(self.settings, copy.deepcopy(self.dynamic), self.progress)
+        ops = Operations(self.settings, copy.deepcopy(self.dynamic), self.progress, self.managed)
         self.worker.submit(lambda: self._run_job(req.id, name, ops, job))
         log.info("%s (%s) accepted", name, req.id)
         self.publish()
@@ -287,6 +317,8 @@ class Controller:
         self._busy = False
         self.monitor.quiet.clear()
         self.monitor.busy.clear()
+        self.managed.hold(False)
+        self.managed.save()  # a clone or a rewind replaced PGDATA's copy
         if obs is not None and obs.order >= self.obs.order:
             self.obs = obs
         self.memory = dataclasses.replace(

@@ -10,7 +10,9 @@ from typing import Any, Protocol
 
 from services.postmaster import files, pg, render
 from services.postmaster.core import DataDir
+from services.postmaster.managed import ManagedStore
 from services.postmaster.render import Upstream
+from services.postmaster.rewind import Outcome, Rewind
 from services.postmaster.settings import Settings
 from services.postmaster.sql import Session, SqlError
 
@@ -39,12 +41,19 @@ class Progress(Protocol):
 
 
 class Operations:
-    def __init__(self, settings: Settings, dynamic: Mapping[str, Any], progress: Progress) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dynamic: Mapping[str, Any],
+        progress: Progress,
+        managed: ManagedStore | None = None,
+    ) -> None:
         self.settings = settings
         self.dynamic = dynamic
         pg_section = dynamic.get("postgresql")
         self.dynamic_pg: Mapping[str, Any] = pg_section if isinstance(pg_section, Mapping) else {}
         self.progress = progress
+        self.managed = managed
 
     # ---- building blocks ----------------------------------------------------------------------------------------
 
@@ -61,10 +70,18 @@ class Operations:
         finally:
             session.close()
 
+    def overrides(self, *, primary: bool) -> dict[str, Any]:
+        return self.managed.overrides(self.dynamic, primary=primary) if self.managed is not None else {}
+
     def write_config(self, *, primary: bool, upstream: Upstream | None) -> files.WrittenConfig:
         controldata = {} if primary else pg.controldata(self.settings)
         return files.write_config(
-            self.settings, self.dynamic_pg, primary=primary, upstream=upstream, controldata=controldata
+            self.settings,
+            self.dynamic_pg,
+            primary=primary,
+            upstream=upstream,
+            controldata=controldata,
+            overrides=self.overrides(primary=primary),
         )
 
     def start_postgres(self, *, primary: bool, upstream: Upstream | None) -> None:
@@ -126,6 +143,22 @@ class Operations:
         if files.data_dir_state(self.settings) != DataDir.INITIALIZED:
             raise OperationFailed(f"the data directory {self.settings.data_dir} is not initialized")
 
+    def start_replica(self, upstream: Upstream | None) -> dict[str, Any]:
+        """Start the stopped instance as a replica of `upstream`; of a leader only once it is known not to have
+        diverged from it, or after pg_rewind (C22-C25). Result: {"rewind": outcome} when the check ran."""
+        outcome = Rewind(self.settings, self.dynamic_pg).ensure_not_diverged(upstream) if upstream else None
+        result: dict[str, Any] = {} if outcome is None else {"rewind": str(outcome)}
+        if outcome == Outcome.REMOVED:
+            self.progress.intend(False)
+            return result
+        try:
+            self.start_postgres(primary=False, upstream=upstream)
+        except OperationFailed as exc:
+            if outcome in (Outcome.FAILED, Outcome.NOT_POSSIBLE):
+                raise OperationFailed(f"{exc.message} (the data directory diverged: rewind {outcome})", exc.state)
+            raise
+        return result
+
     # ---- operations ---------------------------------------------------------------------------------------------
 
     def start(self, role: str, upstream: Upstream | None) -> dict[str, Any]:
@@ -135,7 +168,9 @@ class Operations:
             if self.in_recovery() == primary:
                 raise OperationFailed(f"PostgreSQL already runs as a {'replica' if primary else 'primary'}")
             return {"already_running": True}
-        self.start_postgres(primary=primary, upstream=None if primary else upstream)
+        if not primary:
+            return self.start_replica(upstream)
+        self.start_postgres(primary=True, upstream=None)
         return {}
 
     def stop(self, mode: str, checkpoint: bool = False) -> dict[str, Any]:
@@ -183,7 +218,13 @@ class Operations:
         return {"duration": round(elapsed, 3)}
 
     def _rewrite_running(self, *, primary: bool, upstream: Upstream | None) -> bool:
-        written = files.write_config(self.settings, self.dynamic_pg, primary=primary, upstream=upstream)
+        written = files.write_config(
+            self.settings,
+            self.dynamic_pg,
+            primary=primary,
+            upstream=upstream,
+            overrides=self.overrides(primary=primary),
+        )
         pid_file = pg.find_postmaster(self.settings)
         if pid_file is not None:
             pg.send_reload(pid_file.pid)
@@ -198,8 +239,7 @@ class Operations:
                 self._checkpoint()
             self.stop_postgres(STOP_MODE_OF_DEMOTE[mode])
         self.progress.phase("starting")
-        self.start_postgres(primary=False, upstream=upstream)
-        return {}
+        return self.start_replica(upstream)
 
     def _checkpoint(self) -> None:
         session = self.session()
@@ -219,5 +259,4 @@ class Operations:
             self._rewrite_running(primary=False, upstream=upstream)
             return {"restarted": False}
         self.progress.phase("starting")
-        self.start_postgres(primary=False, upstream=upstream)
-        return {"restarted": True}
+        return {"restarted": True, **self.start_replica(upstream)}

@@ -67,6 +67,27 @@ def run(
     return proc.stdout
 
 
+def run_capture(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run a program whose failure is an answer (pg_waldump): its exit code and its stdout and stderr together."""
+    log.debug("running %s", " ".join(shlex.quote(c) for c in cmd))
+    try:
+        proc = subprocess.run(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else clean_env({"LANG": "C", "LC_ALL": "C"}),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise PgError(f"{os.path.basename(cmd[0])} did not finish within {timeout:.0f}s")
+    except OSError as exc:
+        raise PgError(f"cannot run {cmd[0]}: {exc.strerror}")
+    return proc.returncode, proc.stdout
+
+
 # ---- our postmaster -----------------------------------------------------------------------------------------------
 
 

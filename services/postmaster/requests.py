@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from services.postmaster import bootstrap, files, pg
+from services.postmaster import bootstrap, files, pg, slots
 from services.postmaster.core import DataDir
 from services.postmaster.operations import Operations
 from services.postmaster.render import ConfError, Upstream
@@ -85,6 +85,9 @@ class Requests:
             "pg.demote": self.demote,
             "pg.follow": self.follow,
             "pg.reinitialize": self.reinitialize,
+            "pg.set_sync": self.set_sync,
+            "pg.sync_slots": self.sync_slots,
+            "pg.copy_slots": self.copy_slots,
         }
 
     def _require_initialized(self) -> None:
@@ -193,3 +196,30 @@ class Requests:
             return lambda ops: ops.follow(leader)
 
         return self._c.long("pg.follow", req, check)
+
+    def set_sync(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        return self._c.live.set_sync(body, req)
+
+    def sync_slots(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        return self._c.live.sync_slots(body, req)
+
+    def copy_slots(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        source = upstream_of(body, "source", "pg.copy_slots", required=True)
+        names = body.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise invalid("pg.copy_slots", "names must be a list of slot names")
+
+        def check() -> Job:
+            if not self._is_running() or self._is_running_primary():
+                raise precondition("copying slots needs a running replica")
+            assert source is not None
+            desired, recopy = self._c.managed.get().slots, self._c.memory.recopy
+
+            def job(ops: Operations) -> dict[str, Any]:
+                result = slots.copy_slots(ops, desired, source, names, recopy)
+                self._c.live.copied(result["copied"])
+                return result
+
+            return job
+
+        return self._c.long("pg.copy_slots", req, check)

@@ -10,9 +10,19 @@ from typing import Any
 from shared.config import NodeConfig
 from shared.config.defaults import DEFAULT_PG_PORT
 from shared.config.validation import split_host_port
+from shared.model.member import parse_bool
 
 # bin_name keys (C58); the YAML key for pg_controldata is "pgcontroldata".
-_BINARIES = ("pg_ctl", "initdb", "pg_controldata", "pg_basebackup", "postgres", "pg_isready", "pg_rewind")
+_BINARIES = (
+    "pg_ctl",
+    "initdb",
+    "pg_controldata",
+    "pg_basebackup",
+    "postgres",
+    "pg_isready",
+    "pg_rewind",
+    "pg_waldump",
+)
 _WILDCARDS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
@@ -24,6 +34,10 @@ def _lines(value: Any) -> list[str] | None:
     if isinstance(value, list):
         return [str(line) for line in value]
     return None
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else parse_bool(value)
 
 
 def _auth(section: Mapping[str, Any], user_type: str) -> dict[str, str]:
@@ -58,6 +72,10 @@ class Settings:
     initdb: Any = None
     post_bootstrap: str | None = None
     bootstrap_dcs: Mapping[str, Any] = field(default_factory=dict)
+    local_use_slots: bool | None = None  # postgresql.use_slots: wins over the dynamic value (C29)
+    local_use_pg_rewind: bool | None = None  # postgresql.use_pg_rewind: wins over the dynamic value (C23)
+    remove_data_directory_on_rewind_failure: bool = False  # C24
+    remove_data_directory_on_diverged_timelines: bool = False  # C25
 
     @classmethod
     def from_config(cls, config: NodeConfig, run_dir: str) -> Settings:
@@ -103,10 +121,44 @@ class Settings:
             initdb=bootstrap.get("initdb"),
             post_bootstrap=str(post) if post else None,
             bootstrap_dcs=config.bootstrap_dcs,
+            local_use_slots=_flag(pg.get("use_slots")),
+            local_use_pg_rewind=_flag(pg.get("use_pg_rewind")),
+            remove_data_directory_on_rewind_failure=bool(_flag(pg.get("remove_data_directory_on_rewind_failure"))),
+            remove_data_directory_on_diverged_timelines=bool(
+                _flag(pg.get("remove_data_directory_on_diverged_timelines"))
+            ),
         )
 
     def binary(self, name: str) -> str:
         return self.binaries.get(name, name)
+
+    def use_slots(self, dynamic_pg: Mapping[str, Any]) -> bool:
+        """postgresql.use_slots: local, else dynamic, else on (C29)."""
+        if self.local_use_slots is not None:
+            return self.local_use_slots
+        value = _flag(dynamic_pg.get("use_slots"))
+        return True if value is None else value
+
+    def use_pg_rewind(self, dynamic_pg: Mapping[str, Any]) -> bool:
+        """postgresql.use_pg_rewind: local, else dynamic, else off (C23)."""
+        if self.local_use_pg_rewind is not None:
+            return self.local_use_pg_rewind
+        return bool(_flag(dynamic_pg.get("use_pg_rewind")))
+
+    @property
+    def rewind_user(self) -> Mapping[str, str]:
+        """The credentials pg_rewind and the slot copy use on the leader: the rewind user when configured (J9),
+        else the superuser."""
+        return self.rewind if self.rewind.get("username") else self.superuser
+
+    def remote_conn_params(self, upstream_host: str, upstream_port: int, user: Mapping[str, str]) -> dict[str, Any]:
+        """libpq keywords for a connection to another member as `user`; the password comes from the pgpass file."""
+        params: dict[str, Any] = {"host": upstream_host, "port": upstream_port, "dbname": "postgres"}
+        if user.get("username"):
+            params["user"] = user["username"]
+        params.update({k: v for k, v in user.items() if k in _LIBPQ_AUTH and k != "password"})
+        params["passfile"] = self.pgpass
+        return params
 
     @property
     def conf_path(self) -> str:

@@ -20,17 +20,31 @@ log = logging.getLogger(__name__)
 
 
 class SqlError(Exception):
-    """A query failed or timed out; `fatal` when the connection is gone."""
+    """A query failed or timed out; `fatal` when the connection is gone (or must be dropped); sqlstate when
+    PostgreSQL reported the error."""
 
-    def __init__(self, message: str, *, fatal: bool = True, timed_out: bool = False) -> None:
+    def __init__(
+        self, message: str, *, fatal: bool = True, timed_out: bool = False, sqlstate: str | None = None
+    ) -> None:
         super().__init__(message)
         self.fatal = fatal
         self.timed_out = timed_out
+        self.sqlstate = sqlstate
 
 
 def _message(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _from_psycopg(exc: psycopg2.Error, conn: Any) -> SqlError:
+    """A statement's error leaves the connection usable; a lost connection (no SQLSTATE, class 08), an
+    administrator's shutdown or a cancelled statement (class 57) do not."""
+    code = exc.pgcode
+    broken = isinstance(exc, psycopg2.InterfaceError) or bool(getattr(conn, "closed", 0))
+    fatal = broken or (isinstance(exc, psycopg2.OperationalError) and (code is None or code[:2] in ("08", "57")))
+    timed_out = isinstance(exc, psycopg2.extensions.QueryCanceledError)
+    return SqlError(_message(exc), fatal=fatal, timed_out=timed_out, sqlstate=code)
 
 
 class Session:
@@ -41,15 +55,23 @@ class Session:
     """
 
     def __init__(
-        self, params: Mapping[str, Any], *, timeout: float, application_name: str = "haven", retry: bool = False
+        self,
+        params: Mapping[str, Any],
+        *,
+        timeout: float,
+        application_name: str = "haven",
+        retry: bool = False,
+        statement_timeout_ms: int | None = None,
     ) -> None:
         self.timeout = timeout
         self._retry = retry
+        statement_ms = int(timeout * 1000) if statement_timeout_ms is None else statement_timeout_ms
+        # synchronous_commit=local: haven's own writes never wait for a synchronous standby (C79)
         self._params = {
             **params,
             "connect_timeout": max(1, int(timeout + 0.999)),
             "application_name": application_name,
-            "options": f"-c statement_timeout={int(timeout * 1000)} -c search_path=pg_catalog",
+            "options": f"-c statement_timeout={statement_ms} -c search_path=pg_catalog -c synchronous_commit=local",
         }
         self._conn: Any = None
 
@@ -58,10 +80,8 @@ class Session:
         while True:
             try:
                 state = conn.poll()
-            except psycopg2.OperationalError as exc:
-                raise SqlError(_message(exc))
             except psycopg2.Error as exc:
-                raise SqlError(_message(exc), fatal=False)
+                raise _from_psycopg(exc, conn)
             if state == psycopg2.extensions.POLL_OK:
                 return
             remaining = deadline - time.monotonic()
@@ -85,9 +105,9 @@ class Session:
             raise SqlError(_message(exc))
         try:
             self._wait(conn, deadline)
-        except SqlError:
+        except SqlError as exc:
             conn.close()
-            raise
+            raise SqlError(str(exc), timed_out=exc.timed_out, sqlstate=exc.sqlstate)  # no connection: fatal
         self._conn = conn
         return conn
 
@@ -116,11 +136,7 @@ class Session:
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         except psycopg2.Error as exc:
-            error = SqlError(
-                _message(exc),
-                fatal=isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError),
-                timed_out=isinstance(exc, psycopg2.extensions.QueryCanceledError),
-            )
+            error = _from_psycopg(exc, conn)
         except SqlError as exc:
             error = exc
         if error.fatal:
@@ -136,8 +152,40 @@ class Session:
             self._conn = None
 
 
-# One query per poll (C57): recovery state, WAL positions, timeline, replication, and the running values of the
-# postmaster-context settings (for pending_restart).
+def replication_command(params: Mapping[str, Any], commands: Sequence[str], *, timeout: float) -> list[list[Any]]:
+    """Run replication commands (IDENTIFY_SYSTEM, TIMELINE_HISTORY n) over one physical replication connection
+    (replication=1): the first row of each, as a list of values. Every step is bounded by `timeout`."""
+    from psycopg2.extras import PhysicalReplicationConnection
+
+    deadline = time.monotonic() + timeout
+    try:
+        conn = psycopg2.connect(
+            async_=1,
+            connection_factory=PhysicalReplicationConnection,
+            connect_timeout=max(1, int(timeout + 0.999)),
+            **params,
+        )
+    except psycopg2.Error as exc:
+        raise SqlError(_message(exc))
+    try:
+        Session._wait(conn, deadline)
+        rows: list[list[Any]] = []
+        for command in commands:
+            cursor = conn.cursor()
+            cursor.execute(command)
+            Session._wait(conn, deadline)
+            row = cursor.fetchone() if cursor.description is not None else None
+            rows.append(list(row) if row is not None else [])
+        return rows
+    except psycopg2.Error as exc:
+        raise SqlError(_message(exc))
+    finally:
+        conn.close()
+
+
+# One query per poll (C57): recovery state, WAL positions, timeline, replication, the running values of the
+# postmaster-context settings (for pending_restart), synchronous_standby_names and the replication slots (temporary
+# ones, such as pg_basebackup's, left out).
 MONITOR_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL
@@ -160,7 +208,20 @@ SELECT pg_is_in_recovery() AS in_recovery,
              FROM pg_stat_replication WHERE flush_lsn IS NOT NULL ORDER BY application_name) r) AS replication,
        (SELECT json_object_agg(name, json_build_array(setting, unit, vartype))
           FROM pg_settings WHERE context = 'postmaster') AS postmaster_settings,
-       (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart
+       (SELECT bool_or(pending_restart) FROM pg_settings) AS pending_restart,
+       current_setting('synchronous_standby_names') AS synchronous_standby_names,
+       (SELECT json_object_agg(application_name, json_build_object(
+                   'write', pg_wal_lsn_diff(write_lsn, '0/0')::bigint,
+                   'flush', pg_wal_lsn_diff(flush_lsn, '0/0')::bigint,
+                   'replay', pg_wal_lsn_diff(replay_lsn, '0/0')::bigint,
+                   'sync_state', sync_state))
+          FROM pg_stat_replication WHERE flush_lsn IS NOT NULL) AS replication_lsns,
+       (SELECT json_object_agg(slot_name, json_build_object(
+                   'type', slot_type, 'database', database, 'plugin', plugin,
+                   'restart_lsn', pg_wal_lsn_diff(restart_lsn, '0/0')::bigint,
+                   'confirmed_flush_lsn', pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint,
+                   'active', active))
+          FROM pg_replication_slots WHERE NOT temporary) AS slots
 """
 
 
@@ -188,7 +249,17 @@ def status_from_row(row: Mapping[str, Any]) -> SqlStatus:
         replication=[r for r in replication if isinstance(r, dict)],
         postmaster_settings=row.get("postmaster_settings") or {},
         pending_restart=bool(row.get("pending_restart")),
+        synchronous_standby_names=_text(row.get("synchronous_standby_names")),
+        replication_lsns=_maps(row.get("replication_lsns")),
+        slots=_maps(row.get("slots")),
     )
+
+
+def _maps(value: Any) -> dict[str, dict[str, Any]]:
+    """A json_object_agg of objects (NULL when there is no row)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, dict)}
 
 
 def fetch_status(session: Session) -> SqlStatus:

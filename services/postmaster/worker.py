@@ -14,11 +14,12 @@ log = logging.getLogger(__name__)
 class Worker:
     """One thread, one job at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "postmaster-worker") -> None:
+        self._name = name
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
 
     def start(self) -> None:
-        start_thread("postmaster-worker", self._run)
+        start_thread(self._name, self._run)
 
     def submit(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)

@@ -52,13 +52,22 @@ HBA = [
 ]
 MARKERS = {"HAVEN_TEST_MARKER": "1", "PATRONI_TESTMARKER": "1", "KUBERNETES_TEST_MARKER": "1"}
 TIMINGS: dict[str, float] = {}
+NO_SLOTS = {"use_slots": False}  # this story has no brain to create the replicas' slots (test_postmaster_slots.py)
 
 
 class Node:
     """One controller (a subprocess running as postgres) with its own run and data directories."""
 
     def __init__(
-        self, ctx: zmq.Context[Any], base: Path, name: str, parameters: dict[str, Any] | None = None, **bootstrap: Any
+        self,
+        ctx: zmq.Context[Any],
+        base: Path,
+        name: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        postgresql: dict[str, Any] | None = None,
+        dcs: dict[str, Any] | None = None,
+        **bootstrap: Any,
     ) -> None:
         self.ctx = ctx
         self.name = name
@@ -71,7 +80,10 @@ class Node:
         self.config_path = self.dir / "haven.yml"
         self.log_path = self.dir / "controller.log"
         self.parameters = {"max_connections": 500, "shared_buffers": "16MB", **(parameters or {})}
-        self.config_path.write_text(yaml.safe_dump(self._config(bootstrap)))
+        config = self._config(bootstrap)
+        config["postgresql"].update(postgresql or {})
+        config["bootstrap"]["dcs"].update(dcs or {})
+        self.config_path.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
         self._client: Client | None = None
 
@@ -227,7 +239,7 @@ def pm1(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
         f'"{pg_bin_dir()}/psql" "$1" -qc "INSERT INTO post_bootstrap_ran VALUES (\'$1\')"\n'
     )
     script.chmod(0o755)
-    node = Node(ctx, base, "pm1", post_bootstrap=str(script))
+    node = Node(ctx, base, "pm1", postgresql=NO_SLOTS, post_bootstrap=str(script))
     node.start()
     yield node
     node.close()
@@ -236,7 +248,7 @@ def pm1(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
 
 @pytest.fixture(scope="module")
 def pm2(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
-    node = Node(ctx, base, "pm2")
+    node = Node(ctx, base, "pm2", postgresql=NO_SLOTS)
     node.start()
     yield node
     node.close()

@@ -14,7 +14,6 @@ from services.postmaster.core import (
     Memory,
     Observation,
     SqlStatus,
-    changed_postmaster_settings,
     classify_data_dir,
     controldata_summary,
     derive_role,
@@ -26,9 +25,9 @@ from services.postmaster.core import (
     parse_pid_file,
     pg_state,
     remember,
-    setting_matches,
     state_key,
 )
+from services.postmaster.pending import changed_postmaster_settings, setting_matches
 from services.postmaster.requests import Requests
 from services.postmaster.sql import status_from_row
 from shared.protocol.ops import PG
@@ -182,6 +181,10 @@ PROTOCOL_FIELDS = {
     "controldata",
     "operation",
     "timeline_history",
+    "replication_lsns",
+    "synchronous_standby_names",
+    "slots",
+    "slots_to_copy",
 }
 
 

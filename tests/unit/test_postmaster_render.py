@@ -136,7 +136,12 @@ def test_postgresql_conf_of_a_replica_ends_with_the_recovery_block() -> None:
     block = text.split("# recovery.conf\n", 1)[1].splitlines()
     assert block[:2] == ["# haven: following node2", "# haven: following_conn_url postgres://10.0.0.6:5434/postgres"]
     assert block[2].startswith("primary_conninfo = 'user=replicator passfile=/run/h/pgpass host=10.0.0.6 port=5434")
-    assert block[3:] == ["recovery_target_timeline = 'latest'", "restore_command = 'cp %f %p'", "x = '1'"]
+    assert block[3:] == [
+        "primary_slot_name = 'node1'",
+        "recovery_target_timeline = 'latest'",
+        "restore_command = 'cp %f %p'",
+        "x = '1'",
+    ]
     assert render.parse_following(text) == LEADER
 
 
