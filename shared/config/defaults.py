@@ -23,9 +23,9 @@ DYNAMIC_DEFAULTS: dict[str, Any] = {
 }
 
 # Minimums below which a value is raised (A6).
-MIN_TTL = 20
+MIN_TTL = 5
 MIN_LOOP_WAIT = 1
-MIN_RETRY_TIMEOUT = 3
+MIN_RETRY_TIMEOUT = 1
 
 # PostgreSQL parameters that only the DCS may set (C44): default and minimum. Local values are ignored.
 DCS_ONLY_PARAMETERS: dict[str, tuple[Any, Any]] = {

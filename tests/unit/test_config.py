@@ -51,7 +51,7 @@ def test_a_valid_configuration_has_no_errors() -> None:
         ("name", None, "name", "is required"),
         ("postgresql.data_dir", None, "postgresql.data_dir", "is required"),
         ("restapi.listen", "nohost", "restapi.listen", "must be 'host:port'"),
-        ("bootstrap.dcs.ttl", 10, "bootstrap.dcs.ttl", "must be at least 20"),
+        ("bootstrap.dcs.ttl", 4, "bootstrap.dcs.ttl", "must be at least 5"),
         ("bootstrap.dcs.loop_wait", "ten", "bootstrap.dcs.loop_wait", "must be an integer"),
         ("bootstrap.dcs.retry_timeout", 15, "bootstrap.dcs", 'violates the rule "loop_wait + 2*retry_timeout <= ttl"'),
         ("tags.failover_priority", -1, "tags.failover_priority", "must be at least 0"),
@@ -144,8 +144,8 @@ def test_env_lists_need_each_item_quoted_F67() -> None:
 
 
 def test_timeouts_below_minimum_are_raised_and_the_rule_enforced_A6() -> None:
-    ttl, loop_wait, retry, warnings = adjust_timeouts(10, 0, 1)
-    assert (ttl, loop_wait, retry) == (20, 1, 3)
+    ttl, loop_wait, retry, warnings = adjust_timeouts(3, 0, 0)
+    assert (ttl, loop_wait, retry) == (5, 1, 1)
     assert any("can't be smaller than" in w for w in warnings)
     ttl, loop_wait, retry, warnings = adjust_timeouts(20, 10, 15)
     assert (ttl, loop_wait, retry) == (20, 1, 9)
@@ -174,9 +174,9 @@ def run_validate(tmp_path: Path, config: dict[str, Any]) -> subprocess.Completed
 
 
 def test_validate_config_command_prints_each_problem_and_exits_non_zero_F8(tmp_path: Path) -> None:
-    broken = deep_merge(VALID, {"bootstrap": {"dcs": {"ttl": 5}}, "restapi": {"listen": "x"}})
+    broken = deep_merge(VALID, {"bootstrap": {"dcs": {"ttl": 4}}, "restapi": {"listen": "x"}})
     result = run_validate(tmp_path, broken)
     assert result.returncode == 1
-    assert "bootstrap.dcs.ttl: must be at least 20, got 5" in result.stderr
+    assert "bootstrap.dcs.ttl: must be at least 5, got 4" in result.stderr
     assert "restapi.listen: must be 'host:port'" in result.stderr
     assert run_validate(tmp_path, VALID).returncode == 0
