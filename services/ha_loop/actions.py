@@ -21,6 +21,14 @@ class ProbePeers(Action):
     names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class CallFailsafe(Action):
+    """POST /failsafe to these members (name, api_url) in parallel, then decide again with the answers (C84)."""
+
+    targets: tuple[tuple[str, str], ...]
+    body: Mapping[str, Any]
+
+
 # --- DCS (dcs_proxy) ---
 
 
@@ -55,6 +63,7 @@ class RefreshLeader(Action):
 
     last_lsn: int | None = None
     slots: Mapping[str, int] | None = None
+    failsafe: Mapping[str, str] | None = None  # C83: written to /failsafe with the refresh when given
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.ha_loop import actions as a
-from services.ha_loop import slots
+from services.ha_loop import failsafe, slots
 from services.ha_loop.controls import restart_outcome, run_controls, scheduled_restart_wake
 from services.ha_loop.decision import (
     ALLOWED_FROM,
@@ -134,8 +134,11 @@ def _dcs_unreachable(s: Snapshot, m: Memory) -> Decision:
     assert s.pg is not None
     mem = replace(m, lock_ok=False)
     if s.pg.is_primary and s.pg.running and not s.paused:
+        kept = failsafe.primary_without_dcs(s, m, s.last_cluster)
+        if kept is not None:
+            return kept
         return Decision(
-            (a.PgDemote("offline", None),),
+            (a.PgDemote("offline", None), a.WatchdogDisarm()),
             mem,
             Reason.DCS_LOST_DEMOTE,
             "demoting self because DCS is not accessible and I was a leader",
@@ -154,6 +157,9 @@ def _demote_after_lock_failure(p: Plan, s: Snapshot) -> Decision:
             "demoted self because failed to update leader lock in DCS",
             a.PgDemote("immediate-nolock", _ref(leader_member)),
         )
+    kept = failsafe.primary_without_dcs(s, p.m, s.cluster)
+    if kept is not None:
+        return kept
     return p.done(
         Reason.DCS_LOST_DEMOTE,
         "demoting self because DCS is not accessible and I was a leader",

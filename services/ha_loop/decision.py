@@ -54,6 +54,9 @@ class Reason(StrEnum):
     RESTART = "restart"
     RELOAD = "reload"
     REINITIALIZE = "reinitialize"
+    FAILSAFE_ACTIVE = "failsafe_active"
+    FAILSAFE_FOLLOW = "failsafe_follow"
+    WATCHDOG_STEP_DOWN = "watchdog_step_down"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Snapshot:
     cluster: Cluster | None  # None: the DCS cannot be read now
     pg: PgView | None  # None: the postmaster controller has not answered recently
     peers: Mapping[str, PeerStatus] | None = None  # None: not probed in this tick
+    failsafe_acks: Mapping[str, bool] | None = None  # C84: the members' answers to POST /failsafe, this tick
+    last_cluster: Cluster | None = None  # the last view read, when `cluster` is None (C84 needs its /failsafe)
 
     @property
     def me(self) -> str:
@@ -72,6 +77,22 @@ class Snapshot:
     @property
     def paused(self) -> bool:
         return self.dynamic.pause
+
+
+@dataclass(frozen=True)
+class FailsafeLeader:
+    """The primary that last POSTed /failsafe here (C85): followed while `until` has not passed."""
+
+    name: str
+    conn_url: str | None
+    api_url: str | None
+    slots: Mapping[str, int]
+    until: float
+
+    def as_ref(self) -> dict[str, object] | None:
+        if not self.conn_url:
+            return None
+        return {"name": self.name, "conn_url": self.conn_url, "api_url": self.api_url}
 
 
 @dataclass(frozen=True)
@@ -125,6 +146,11 @@ class Memory:
     sync_lsn: int | None = None  # the primary's position when synchronous_standby_names last changed (C73)
     slots_sent: str | None = None  # fingerprint of the slots last sent to postmaster
     releasing_until: float | None = None  # A53: tagged nosync before a restart, waiting to be released
+    failsafe_active: bool = False  # C84: primary without a DCS, kept alive by every member in /failsafe
+    failsafe_leader: FailsafeLeader | None = None  # C85: the primary that last called POST /failsafe here
+    watchdog_armed: bool = False  # the last wd.arm succeeded and no disarm or failed keepalive came since
+    watchdog_lost: bool = False  # a keepalive failed: watchdogd restarted, fired or does not answer (C89)
+    watchdog_refused: bool = False  # the last wd.arm failed (required mode: leadership is refused)
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,10 @@ class Decision:
     @property
     def needs_peers(self) -> bool:
         return any(isinstance(x, a.ProbePeers) for x in self.actions)
+
+    @property
+    def needs_failsafe_acks(self) -> bool:
+        return any(isinstance(x, a.CallFailsafe) for x in self.actions)
 
 
 @dataclass(frozen=True)
@@ -162,12 +192,14 @@ def fingerprint(value: Mapping[str, Any]) -> str:
 def record(memory: Memory, action: a.Action, outcome: Outcome) -> Memory:
     """Fold one action's outcome into memory (pure)."""
     if isinstance(action, a.TakeLeader):
-        if outcome.succeeded:
-            return replace(memory, lock_ok=True, lock_failure=None, lost_race=False)
+        if outcome.succeeded:  # C86: a new leader starts with no failsafe state
+            return replace(
+                memory, lock_ok=True, lock_failure=None, lost_race=False, failsafe_active=False, failsafe_leader=None
+            )
         return replace(memory, lock_ok=False, lost_race=outcome.ok and outcome.applied is False)
     if isinstance(action, a.RefreshLeader):
         if outcome.succeeded:
-            return replace(memory, lock_ok=True, lock_failure=None)
+            return replace(memory, lock_ok=True, lock_failure=None, failsafe_active=False)
         return replace(memory, lock_ok=False, lock_failure="lost" if outcome.ok else "unreachable")
     if isinstance(action, a.ReleaseLeader) and outcome.ok:
         return replace(memory, lock_ok=False, stepping_down=False)
@@ -185,6 +217,13 @@ def record(memory: Memory, action: a.Action, outcome: Outcome) -> Memory:
         if outcome.ok:
             return replace(memory, restart_op=str(outcome.body.get("operation") or ""))
         return replace(memory, restart=None, restart_op=None, releasing_until=None)
+    if isinstance(action, a.WatchdogArm):
+        armed = outcome.ok
+        return replace(memory, watchdog_armed=armed, watchdog_lost=False, watchdog_refused=not armed)
+    if isinstance(action, a.WatchdogKeepalive) and not outcome.ok:
+        return replace(memory, watchdog_armed=False, watchdog_lost=True)
+    if isinstance(action, a.WatchdogDisarm) and outcome.ok:
+        return replace(memory, watchdog_armed=False, watchdog_lost=False)
     if isinstance(action, a.PgReload) and outcome.ok:
         return replace(memory, reload_pending=False)
     if isinstance(action, a.PgReinitialize):
@@ -225,6 +264,16 @@ def local_role(pg: PgView) -> str:
     return "master" if pg.is_primary else "replica"
 
 
+def _watchdog_release(s: Snapshot, m: Memory, steps: tuple[a.Action, ...]) -> list[a.Action]:
+    """C89: the watchdog is disarmed after a demotion, in pause, and whenever this node is not the leader."""
+    if not m.watchdog_armed or any(isinstance(x, a.WatchdogArm | a.WatchdogDisarm) for x in steps):
+        return []
+    holding = s.cluster is not None and s.cluster.leader_name == s.me
+    if s.paused or not holding or any(isinstance(x, a.PgDemote | a.ReleaseLeader) for x in steps):
+        return [a.WatchdogDisarm()]
+    return []
+
+
 class Plan:
     """Builds a Decision; the member key is touched last so that a DCS error cannot block the lock refresh."""
 
@@ -243,7 +292,7 @@ class Plan:
         wake_in: float | None = None,
     ) -> Decision:
         mem = memory or self.m
-        plan = list(steps)
+        plan = list(steps) + _watchdog_release(self.s, mem, steps)
         if self.s.cluster is not None and not any(isinstance(x, a.ProbePeers) for x in plan):
             data = member_data(self.s.facts, self.s.pg, self.s.paused, nosync=mem.releasing_until is not None)
             if mem.scheduled_restart is not None:

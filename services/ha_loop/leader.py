@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.ha_loop import actions as a
-from services.ha_loop import sync
+from services.ha_loop import failsafe, sync
 from services.ha_loop.decision import Decision, Plan, Reason, Snapshot
 from services.ha_loop.race import candidate_is_healthy, watchdog_arm
 from services.ha_loop.slots import published_positions
@@ -28,9 +28,11 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     pg = s.pg
     if not pg.is_primary:
         return _not_primary(p, s, extra)
-    steps: list[a.Action] = [a.RefreshLeader(pg.wal_position, published_positions(s))]
+    steps: list[a.Action] = [a.RefreshLeader(pg.wal_position, published_positions(s), failsafe.topology(s))]
     if not s.paused:
-        steps.append(a.WatchdogKeepalive())
+        if p.m.watchdog_lost and s.facts.watchdog_required:
+            return _watchdog_lost(p, s, steps, extra)
+        steps.append(a.WatchdogKeepalive() if p.m.watchdog_armed else watchdog_arm(s))
     if not s.cluster.initialize and pg.sysid:  # B5, A51: a lost or unfinished initialize key
         steps.append(a.Initialize(create_new=s.cluster.initialize is None, sysid=pg.sysid))
     if s.cluster.config is None:  # A51: the leader restores a missing /config
@@ -44,6 +46,20 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     return p.done(Reason.LEADER_OK, f"no action. {_i_am(s)}, the leader with the lock", *steps, *extra)
 
 
+def _watchdog_lost(p: Plan, s: Snapshot, steps: list[a.Action], extra: list[a.Action]) -> Decision:
+    """C89, required mode: a keepalive failed, so for a while nothing could fence this primary. It steps down
+    the way a switchover does: PostgreSQL stops with a checkpoint, then the lock is released."""
+    return p.done(
+        Reason.WATCHDOG_STEP_DOWN,
+        "stepping down: the watchdog stopped answering and watchdog mode is required",
+        *steps,
+        *extra,
+        a.WatchdogDisarm(),
+        a.PgStop("fast", checkpoint=True),
+        memory=replace(p.m, stepping_down=True),
+    )
+
+
 def _not_primary(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     """Holding the lock as a replica: promote (A18); in pause, or with nofailover, let the lock go."""
     assert s.pg is not None and s.cluster is not None
@@ -52,6 +68,13 @@ def _not_primary(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
         return p.done(
             Reason.PAUSE_RELEASE,
             "removed leader lock because postgres is not running as primary",
+            a.ReleaseLeader(pg.wal_position),
+            *extra,
+        )
+    if s.facts.watchdog_required and p.m.watchdog_refused:  # C89: no watchdog, no leadership
+        return p.done(
+            Reason.NOT_ALLOWED,
+            "released leader key voluntarily as the watchdog could not be activated and it is required",
             a.ReleaseLeader(pg.wal_position),
             *extra,
         )

@@ -6,6 +6,7 @@ sync keys), when PostgreSQL's state changes, when a control request arrives, or 
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Mapping
@@ -15,7 +16,8 @@ from typing import Any
 from services.ha_loop import actions as a
 from services.ha_loop.controls import is_sync_member
 from services.ha_loop.core import Decision, Memory, Outcome, Snapshot, decide, record
-from services.ha_loop.probes import probe_members
+from services.ha_loop.failsafe import is_active as failsafe_is_active
+from services.ha_loop.probes import call_failsafe, probe_members, race_targets
 from services.ha_loop.requests import ControlDesk
 from services.ha_loop.runner import Clients, Runner
 from services.ha_loop.status import NodeFacts, member_data, node_role, patroni_body
@@ -66,6 +68,15 @@ def facts_from_config(config: NodeConfig) -> NodeFacts:
 def _local_use_slots(config: NodeConfig) -> bool | None:
     value = config.postgresql.get("use_slots")
     return None if value is None else bool(parse_bool(value))
+
+
+def _basic_auth(restapi: Any) -> str | None:
+    """The Authorization header for calls to other members' unsafe endpoints (restapi.authentication)."""
+    auth = restapi.get("authentication") if isinstance(restapi, Mapping) else None
+    if not isinstance(auth, Mapping) or not auth.get("username"):
+        return None
+    token = base64.b64encode(f"{auth['username']}:{auth.get('password') or ''}".encode()).decode()
+    return f"Basic {token}"
 
 
 def _sync_role(cluster: Cluster | None, name: str, dynamic: Mapping[str, Any]) -> str | None:
@@ -152,6 +163,8 @@ class Brain:
         self.pg_state: dict[str, Any] | None = None
         self.pg_state_at = 0.0
         self.cluster: Cluster | None = None
+        self.last_cluster: Cluster | None = None  # the last view read: C84 needs its /failsafe when the DCS is gone
+        self.api_auth = _basic_auth(self.config.data.get("restapi"))
         self.last: Decision | None = None
         self.tick_count = 0
         self.tick_started = 0.0
@@ -261,12 +274,20 @@ class Brain:
             self.dynamic = effective(config_data, self.facts.bootstrap_dcs)
             for warning in self.dynamic.warnings:
                 log.warning(warning)
-        snapshot = Snapshot(time.time(), self.facts, self.dynamic, cluster, pg)
+        if cluster is not None:
+            self.last_cluster = cluster
+        last = self.last_cluster if cluster is None else None
+        snapshot = Snapshot(time.time(), self.facts, self.dynamic, cluster, pg, last_cluster=last)
         decision = decide(snapshot, self.memory)
         if decision.needs_peers and cluster is not None:
             names = next(x.names for x in decision.actions if isinstance(x, a.ProbePeers))
-            peers = probe_members([m for m in cluster.members if m.name in names])
+            listed = cluster.failsafe if isinstance(cluster.failsafe, Mapping) else {}
+            peers = probe_members(race_targets(cluster, names, listed))
             decision = decide(replace(snapshot, peers=peers, now=time.time()), self.memory)
+        if decision.needs_failsafe_acks:
+            call = next(x for x in decision.actions if isinstance(x, a.CallFailsafe))
+            acks = call_failsafe(call.targets, call.body, self.api_auth)
+            decision = decide(replace(snapshot, failsafe_acks=acks, now=time.time()), self.memory)
         failed = self.execute(decision)
         self.desk.finished(decision.results)
         self.last = decision
@@ -287,7 +308,7 @@ class Brain:
         """Run the plan in order; stop at the first failure. Returns the failed action, if any."""
         self.memory = decision.memory
         for action in decision.actions:
-            if isinstance(action, a.ProbePeers):
+            if isinstance(action, a.ProbePeers | a.CallFailsafe):
                 continue
             outcome: Outcome = self.runner.run(action)
             self.memory = record(self.memory, action, outcome)
@@ -315,7 +336,8 @@ class Brain:
     def node_status(self) -> dict[str, Any]:
         pg = PgView.from_wire(self.pg_state) if self.pg_state is not None else None
         cluster = self.cluster
-        has_lock = cluster is not None and cluster.leader_name == self.facts.name
+        failsafe_primary = self.memory.failsafe_active and pg is not None and pg.is_primary
+        has_lock = (cluster is not None and cluster.leader_name == self.facts.name) or failsafe_primary
         pause = self.dynamic.pause
         scheduled = self.memory.scheduled_restart.as_body() if self.memory.scheduled_restart else None
         return {
@@ -342,13 +364,27 @@ class Brain:
                 pg,
                 cluster,
                 pause,
+                watchdog_failed=self._watchdog_failed(),
                 scheduled_restart=scheduled,
                 sync_role=_sync_role(cluster, self.facts.name, self.dynamic.data),
+                failsafe_active=failsafe_is_active(self._status_snapshot(cluster, pg), self.memory),
             ),
-            "watchdog_failed": False,
+            "watchdog_failed": self._watchdog_failed(),
             "controls": self.desk.published(),
             "scheduled_restart": scheduled,
         }
+
+    def _watchdog_failed(self) -> bool:
+        """C89: only in required mode: the watchdog cannot be used, or its timing leaves no slack."""
+        if not self.facts.watchdog_required:
+            return False
+        margin = self.facts.watchdog_safety_margin
+        timeout = self.dynamic.ttl // 2 if margin == -1 else self.dynamic.ttl - margin
+        m = self.memory
+        return m.watchdog_refused or m.watchdog_lost or timeout - self.dynamic.loop_wait < 0
+
+    def _status_snapshot(self, cluster: Cluster | None, pg: PgView | None) -> Snapshot:
+        return Snapshot(time.time(), self.facts, self.dynamic, cluster, pg)
 
     def publish(self) -> None:
         """Only after the first tick: a restarted brain has nothing to say about the lock until it has looked
@@ -412,7 +448,11 @@ class Brain:
             return False
         op_id = reply.get("operation")
         deadline = time.time() + self.config.pg_ctl_timeout + 5
+        fed = time.time()
         while time.time() < deadline:
+            if self.memory.watchdog_armed and time.time() - fed >= 1.0:  # a slow stop is not a hung brain
+                self.runner.run(a.WatchdogKeepalive())
+                fed = time.time()
             pg = self.read_pg()
             op = pg.operation if pg is not None else None
             if op is not None and op.id == op_id and not op.is_running:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from services.ha_loop import actions as a
-from services.ha_loop import sync
-from services.ha_loop.decision import Decision, Plan, Reason, Snapshot
+from services.ha_loop import failsafe, sync
+from services.ha_loop.decision import Decision, FailsafeLeader, Plan, Reason, Snapshot
 from services.ha_loop.views import PeerStatus
 from shared.model import Failover, Member
 
@@ -71,7 +71,8 @@ def candidate_is_healthy(s: Snapshot, peer: PeerStatus | None, *, check_lag: boo
 
 def _racers(s: Snapshot) -> tuple[str, ...]:
     assert s.cluster is not None
-    return tuple(m.name for m in s.cluster.members if m.name != s.me and m.api_url and not m.nofailover)
+    names = [m.name for m in s.cluster.members if m.name != s.me and m.api_url and not m.nofailover]
+    return tuple(names + sorted(failsafe.extra_racers(s)))
 
 
 def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
@@ -89,6 +90,11 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
                 a.PgDemote("immediate-nolock", None),
             )
         return p.done(Reason.NOT_ALLOWED, "following a different leader because I am not allowed to promote", *extra)
+    following = failsafe.virtual_leader(s, p.m)
+    if following is not None:
+        return _follow_failsafe_leader(p, s, extra, following)
+    if not failsafe.may_take_lock(s):
+        return p.done(Reason.NOT_ALLOWED, f"{_i_am(s)} not in /failsafe: I may not become the leader", *extra)
     if failover is not None and failover.candidate == s.me:
         return _take(p, s, extra, failover)  # A30: the named candidate does not need to ask anyone
     names = _racers(s)
@@ -111,6 +117,17 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             Reason.NOT_HEALTHIEST, f"following a different leader because i am not the healthiest node ({why})", *extra
         )
     return _take(p, s, extra, failover)
+
+
+def _follow_failsafe_leader(p: Plan, s: Snapshot, extra: list[a.Action], leader: FailsafeLeader) -> Decision:
+    """C85: a primary called POST /failsafe within ttl: it is alive, so nobody races; replicas follow it."""
+    assert s.pg is not None
+    detail = f"no action. {_i_am(s)}, a secondary, and following a leader in failsafe mode ({leader.name})"
+    target = leader.as_ref()
+    steps: list[a.Action] = list(extra)
+    if not s.pg.is_primary and s.pg.following != leader.name and target is not None:
+        steps.append(a.PgFollow(target))
+    return p.done(Reason.FAILSAFE_FOLLOW, detail, *steps)
 
 
 def _automatic_race(s: Snapshot, peers: Mapping[str, PeerStatus]) -> tuple[bool, str]:
@@ -151,13 +168,16 @@ def _take(p: Plan, s: Snapshot, extra: list[a.Action], failover: Failover | None
     """Take the lock; the new leader clears /failover (A18, A33) and restores a wiped /initialize (A51)."""
     assert s.cluster is not None and s.pg is not None
     pg, cluster = s.pg, s.cluster
-    steps: list[a.Action] = [a.TakeLeader()]
+    # C89: in required mode the watchdog is armed first, so that a node without one never takes the lock
+    arm_first = s.facts.watchdog_required and not s.paused
+    steps: list[a.Action] = [watchdog_arm(s)] if arm_first else []
+    steps.append(a.TakeLeader())
     if cluster.failover is not None:
         steps.append(a.ClearFailover(cluster.failover.version))
     if not cluster.initialize and pg.sysid:
         steps.append(a.Initialize(create_new=True, sysid=pg.sysid))
     steps += extra
-    if not s.paused:
+    if not s.paused and not arm_first:
         steps.append(watchdog_arm(s))
     if pg.is_primary:
         return p.done(Reason.ACQUIRED_LOCK, "acquired session lock as a leader", *steps)

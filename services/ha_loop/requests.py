@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from services.ha_loop import controls
+from services.ha_loop import controls, failsafe
 from services.ha_loop.decision import ControlResult, RestartRequest
 from shared.config import deep_merge
 from shared.protocol.envelope import Request
@@ -42,6 +42,7 @@ class ControlDesk:
             "ha.cancel_restart": self.cancel_restart,
             "ha.reload": self.reload,
             "ha.reinitialize": self.reinitialize,
+            "ha.failsafe": self.failsafe,
         }
 
     # --- results --------------------------------------------------------------------------------------
@@ -149,4 +150,20 @@ class ControlDesk:
         self.brain.memory = memory
         if status == 200:
             self.brain.wake()
+        return {"status": status, "message": message}
+
+    def failsafe(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        """D33: a primary without a DCS asks whether we still accept it (C85)."""
+        brain = self.brain
+        memory, status, message = failsafe.request(
+            brain.memory,
+            body["value"],
+            time.time(),
+            float(brain.dynamic.ttl),
+            brain.last_pg(),
+            failsafe.enabled(brain.dynamic.data),
+        )
+        if memory is not brain.memory:
+            brain.memory = memory
+            brain.publish()
         return {"status": status, "message": message}

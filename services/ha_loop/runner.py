@@ -57,8 +57,10 @@ class Runner:
                 return self.c.dcs, "dcs.write", {"key": "config", "value": dumps(value)}, dcs_t
             case a.TakeLeader():
                 return self.c.dcs, "dcs.take_leader", {"name": name, "ttl": ttl}, dcs_t
-            case a.RefreshLeader(last_lsn=lsn, slots=slots):
+            case a.RefreshLeader(last_lsn=lsn, slots=slots, failsafe=failsafe):
                 body = {"name": name, "ttl": ttl, "last_lsn": lsn, "slots": dict(slots) if slots else None}
+                if failsafe is not None:
+                    body["failsafe"] = dict(failsafe)
                 return self.c.dcs, "dcs.refresh_leader", body, dcs_t
             case a.WriteSync(members=members, quorum=quorum, version=version):
                 sync: dict[str, Any] = {"leader": name}

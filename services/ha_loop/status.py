@@ -80,6 +80,7 @@ def patroni_body(
     watchdog_failed: bool = False,
     scheduled_restart: Mapping[str, Any] | None = None,
     sync_role: str | None = None,
+    failsafe_active: bool = False,
 ) -> dict[str, Any]:
     """GET /patroni (W1). dcs_last_seen is added by the REST API from the freshest cluster view."""
     raw = pg.raw if pg else {}
@@ -103,6 +104,8 @@ def patroni_body(
             body[sync_role] = True  # sync_standby (`on`) or quorum_standby (`quorum`, 4.x)
     if cluster is not None and cluster.is_unlocked:
         body["cluster_unlocked"] = True
+    if failsafe_active:
+        body["failsafe_mode_is_active"] = True
     if pause:
         body["pause"] = True
     if pg is not None and pg.pending_restart:

@@ -144,6 +144,7 @@ class Controller:
             ("POST", "reload"): self.post_reload,
             ("POST", "reinitialize"): self.post_reinitialize,
             ("POST", "sigterm"): self.post_sigterm,
+            ("POST", "failsafe"): self.post_failsafe,
         }
 
     def __call__(self, request: ControlRequest, snapshot: Snapshot, now: float) -> Response:
@@ -354,6 +355,22 @@ class Controller:
         except RemoteError as exc:
             return brain_failure("ha.reinitialize", exc)
         return checks.brain_answer(reply, 503, "reinitialize failed")
+
+    def post_failsafe(self, request: ControlRequest, snapshot: Snapshot, now: float) -> Response:
+        """D33: 200 `Accepted`, 500 `Running as a leader`, 502 when failsafe mode is off."""
+        if snapshot.cluster is not None and not parse_bool(dynamic_config(snapshot.cluster).get("failsafe_mode")):
+            return error_page(502, "Bad Gateway")
+        body = checks.read_json(request, optional=False)
+        if isinstance(body, Response):
+            return body
+        try:
+            reply = self._call("ha.failsafe", {"value": body})
+        except RemoteError as exc:
+            return brain_failure("ha.failsafe", exc)
+        status = reply.get("status")
+        if status == 502:
+            return error_page(502, "Bad Gateway")
+        return checks.brain_answer(reply, 500, "failsafe request failed")
 
     def post_sigterm(self, request: ControlRequest, snapshot: Snapshot, now: float) -> Response:
         """D34: Patroni shuts down only on Windows under behave; elsewhere it just answers."""

@@ -61,10 +61,13 @@ def _xlog_int(status: Mapping[str, Any], key: str) -> int:
 
 
 def holds_lock(snapshot: Snapshot) -> bool:
-    """The brain holds the leader key, its last refresh worked, and the DCS still names this node (D5, D7)."""
+    """The brain holds the leader key, its last refresh worked, and the DCS still names this node (D5, D7);
+    or it runs in failsafe mode with every member's acknowledgement (C84)."""
     ns = snapshot.node_status
     if ns is None or not ns.get("has_lock") or not ns.get("lock_ok"):
         return False
+    if as_map(ns.get("patroni")).get("failsafe_mode_is_active"):
+        return True  # C84: the DCS is gone and every member in /failsafe accepted this primary
     return snapshot.cluster is not None and snapshot.cluster.leader_name == snapshot.identity.name
 
 

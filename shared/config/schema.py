@@ -25,6 +25,7 @@ from shared.model.member import parse_int
 
 DCS_SECTIONS = ("consul", "etcd", "etcd3", "exhibitor", "kubernetes", "raft", "zookeeper")
 WATCHDOG_MODES = ("off", "automatic", "required", "auto", "require", "disable", "disabled")
+WATCHDOG_DRIVERS = ("default", "software")  # software: watchdogd fences PostgreSQL itself (no device)
 
 _str = Str()
 _str_list = ListOf(_str, allow_string=True)
@@ -216,6 +217,7 @@ WATCHDOG = Section(
         "mode": Either([Str(choices=WATCHDOG_MODES), Bool()], "off, automatic or required"),
         "device": _str,
         "safety_margin": Int(minimum=-1),
+        "driver": Str(choices=WATCHDOG_DRIVERS),
     }
 )
 

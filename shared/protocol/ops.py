@@ -101,6 +101,7 @@ HA = schemas(
     OpSchema("ha.cancel_restart"),
     OpSchema("ha.reload"),
     OpSchema("ha.reinitialize", (F("force", (bool,), required=False),)),
+    OpSchema("ha.failsafe", (F("value", (dict,)),)),
 )
 
 WD = schemas(

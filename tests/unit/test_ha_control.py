@@ -53,7 +53,7 @@ def test_leader_first_checks_the_switchover_candidate_A26() -> None:
 
 def test_leader_demotes_gracefully_for_a_healthy_candidate_and_keeps_its_lock_meanwhile_A26() -> None:
     cluster = with_failover(LEADER, leader=ME, member="n2")
-    d = decide(snap(cluster, PRIMARY, peers={"n2": peer("n2", 500)}), CONFIGURED)
+    d = decide(snap(cluster, PRIMARY, peers={"n2": peer("n2", 500)}), replace(CONFIGURED, watchdog_armed=True))
     assert kinds(d) == ["RefreshLeader", "WatchdogKeepalive", "WatchdogDisarm", "PgStop", "TouchMember"]
     assert a.PgStop("fast", checkpoint=True) in d.actions and d.memory.stepping_down
     assert d.detail == "switchover: demoting myself"

@@ -130,7 +130,7 @@ def test_without_postgres_state_the_brain_does_nothing() -> None:
 
 def test_primary_that_cannot_read_the_dcs_demotes_offline_without_touching_the_lock_A21() -> None:
     d = decide(snap(None, make_pg(role="master")), replace(CONFIGURED, lock_ok=True))
-    assert d.actions == (a.PgDemote("offline", None),)
+    assert d.actions == (a.PgDemote("offline", None), a.WatchdogDisarm())  # C89: disarmed after a demotion
     assert d.reason == Reason.DCS_LOST_DEMOTE and not d.memory.lock_ok
     assert d.detail == "demoting self because DCS is not accessible and I was a leader"
 
@@ -231,8 +231,11 @@ def test_a_running_bootstrap_is_left_alone_A39() -> None:
 
 
 def test_leader_refreshes_its_lock_every_tick_A4() -> None:
-    d = decide(snap(make_cluster(leader=ME), make_pg(role="master", wal_position=500)), CONFIGURED)
+    armed = replace(CONFIGURED, watchdog_armed=True)
+    d = decide(snap(make_cluster(leader=ME), make_pg(role="master", wal_position=500)), armed)
     assert kinds(d) == ["RefreshLeader", "WatchdogKeepalive", "TouchMember"]
+    unarmed = decide(snap(make_cluster(leader=ME), make_pg(role="master", wal_position=500)), CONFIGURED)
+    assert kinds(unarmed) == ["RefreshLeader", "WatchdogArm", "TouchMember"]  # e.g. after a brain restart
     assert d.actions[0] == a.RefreshLeader(500)
     assert d.detail == "no action. I am (n1), the leader with the lock"
 

@@ -74,6 +74,7 @@ class FakeBrain:
             "ha.cancel_restart": {"status": 200, "message": "scheduled restart deleted"},
             "ha.reload": {"status": 202, "message": "reload scheduled"},
             "ha.reinitialize": {"status": 200, "message": "reinitialize started"},
+            "ha.failsafe": {"status": 200, "message": "Accepted"},
         }
 
     def call(self, op: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -291,6 +292,30 @@ def test_d30_delete_restart_answers_what_the_brain_says() -> None:
     assert rig.text("DELETE", "/restart") == (200, "scheduled restart deleted")
     rig.brain.replies["ha.cancel_restart"] = {"status": 404, "message": "no restarts are scheduled"}
     assert rig.text("DELETE", "/restart") == (404, "no restarts are scheduled")
+
+
+# -- POST /failsafe (D33) --------------------------------------------------------------------------------------------
+
+FAILSAFE_BODY = {
+    "name": "pg2",
+    "conn_url": "postgres://10.0.0.2:5432/postgres",
+    "api_url": "http://10.0.0.2:8008/patroni",
+}
+
+
+def test_d33_post_failsafe_forwards_the_callers_body_and_answers_accepted() -> None:
+    rig = Rig(view=view_with("pg2", config={"ttl": 30, "failsafe_mode": True}), status=node_status("replica"))
+    assert rig.text("POST", "/failsafe", FAILSAFE_BODY) == (200, "Accepted")
+    assert rig.ops("ha.failsafe") == [{"value": FAILSAFE_BODY}]
+    rig.brain.replies["ha.failsafe"] = {"status": 500, "message": "Running as a leader"}
+    assert rig.text("POST", "/failsafe", FAILSAFE_BODY) == (500, "Running as a leader")
+
+
+def test_d33_post_failsafe_is_502_when_failsafe_mode_is_off_and_400_without_a_body() -> None:
+    off = Rig(view=view_with("pg2", config={"ttl": 30}), status=node_status("replica"))
+    assert off.call("POST", "/failsafe", FAILSAFE_BODY).status == 502 and off.ops("ha.failsafe") == []
+    on = Rig(view=view_with("pg2", config={"ttl": 30, "failsafe_mode": True}), status=node_status("replica"))
+    assert on.call("POST", "/failsafe", b"[1]").status == 400 and on.ops("ha.failsafe") == []
 
 
 # -- POST /reload, /reinitialize, /sigterm (D31, D32, D34) -------------------------------------------------------------

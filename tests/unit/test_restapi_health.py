@@ -313,3 +313,12 @@ def test_a_stale_brain_report_no_longer_claims_a_running_primary_W1_A8() -> None
     body = json.loads(stale.body or b"{}")
     assert body["state"] == "unknown" and "xlog" not in body and body["role"] == "master"
     assert code(PRIMARY, "/health", now=NOW + 31) == 503
+
+
+def test_a_primary_in_failsafe_mode_keeps_answering_the_primary_check_C84() -> None:
+    status = node_status("master")
+    status["patroni"]["failsafe_mode_is_active"] = True
+    stale = snap(status, cluster_view("pg0"), view_at=NOW - 31)  # the last view still names another leader
+    assert code(stale, "/primary") == 200
+    plain = snap(node_status("master"), cluster_view("pg0"), view_at=NOW - 31)
+    assert code(plain, "/primary") == 503
