@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= $(shell scripts/venv-dir)
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help setup setup-test demo test lint unit test-long bench clean
 
@@ -34,6 +35,10 @@ test: setup-test lint
 
 test-long: setup-test
 	CI=$${CI:-true} $(PY) -m pytest -q -m long $(PYTEST_ARGS) tests
+
+bench: setup-test
+	scripts/setup.sh --venv "$(VENV)" --bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

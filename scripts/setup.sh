@@ -2,6 +2,7 @@
 # Installs what haven needs on a Debian machine, only what is missing:
 #   - PostgreSQL 15 server binaries (postgresql-15) when /usr/lib/postgresql/15/bin/pg_ctl is absent;
 #   - with --test: etcd (etcd-server), ZooKeeper (zookeeper), HAProxy (haproxy) for the test suite;
+#   - with --bench: wrk (wrk) for `make bench`;
 #   - as root: the system group `haven` and users `haven` (DCS keeper, brain) and `haven-api` (REST API),
 #     with postgres added to the group;
 #   - a virtualenv built from Debian's /usr/bin/python3 (readable by every service user) with haven in it.
@@ -10,11 +11,13 @@ set -euo pipefail
 
 venv=""
 test_deps=0
+bench_deps=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv="$2"; shift 2 ;;
     --test) test_deps=1; shift ;;
-    *) echo "usage: $0 --venv DIR [--test]" >&2; exit 2 ;;
+    --bench) bench_deps=1; shift ;;
+    *) echo "usage: $0 --venv DIR [--test] [--bench]" >&2; exit 2 ;;
   esac
 done
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +30,9 @@ if [ "$test_deps" = 1 ]; then
   command -v etcd >/dev/null || packages+=(etcd-server)
   [ -f /usr/share/java/zookeeper.jar ] || packages+=(zookeeper)
   command -v haproxy >/dev/null || packages+=(haproxy)
+fi
+if [ "$bench_deps" = 1 ]; then
+  command -v wrk >/dev/null || packages+=(wrk)
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then
