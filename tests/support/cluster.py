@@ -292,6 +292,9 @@ class Node:
             return False
 
 
+_QUIET = ('"reason": "replica_ok"', '"reason": "leader_ok"')
+
+
 class Cluster:
     def __init__(
         self,
@@ -383,10 +386,13 @@ class Cluster:
         return leader
 
     def logs(self) -> str:
+        """The tail of every node's log, without the steady-state tick lines that would crowd out the story."""
         out = []
         for node in self.nodes:
             with contextlib.suppress(OSError):
-                out.append(f"===== {node.name} =====\n" + node.log_path.read_text(errors="replace")[-20000:])
+                lines = node.log_path.read_text(errors="replace").splitlines()
+                kept = [line for line in lines if not any(quiet in line for quiet in _QUIET)]
+                out.append(f"===== {node.name} =====\n" + "\n".join(kept)[-30000:])
         return "\n".join(out)
 
 
