@@ -126,6 +126,7 @@ class PgClone(Action):
 class PgStart(Action):
     role: str  # "primary" | "replica"
     leader: Mapping[str, Any] | None = None
+    timeout: float | None = None  # how long to wait for connections (A34); None: pg_ctl_timeout
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class PgStop(Action):
 @dataclass(frozen=True)
 class PgRestart(Action):
     leader: Mapping[str, Any] | None = None
+    timeout: float | None = None  # POST /restart's timeout (A34)
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,11 @@ def run_controls(p: Plan, s: Snapshot, lock_steps: list[a.Action]) -> Decision |
     if waiting is not None:
         return waiting
     upstream = None if cluster.leader_name == s.me or cluster.leader is None else _ref(cluster.leader.member)
-    return p.done(Reason.RESTART, "restarting PostgreSQL", *lock_steps, a.PgRestart(upstream))
+    timeout = req.timeout
+    if pg.is_primary and timeout is None and s.dynamic.primary_start_timeout > 0:
+        timeout = float(s.dynamic.primary_start_timeout)  # A34: a primary's restart is bounded too
+    memory = replace(p.m, starting_since=s.now) if pg.is_primary else p.m
+    return p.done(Reason.RESTART, "restarting PostgreSQL", *lock_steps, a.PgRestart(upstream, timeout), memory=memory)
 
 
 def _ref(member: Member | None) -> dict[str, object] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from services.ha_loop import actions as a
-from services.ha_loop import failsafe, slots
+from services.ha_loop import failsafe, slots, starting
 from services.ha_loop.controls import restart_outcome, run_controls, scheduled_restart_wake
 from services.ha_loop.decision import (
     ALLOWED_FROM,
@@ -101,13 +101,15 @@ def decide(s: Snapshot, m: Memory) -> Decision:
             extra.append(a.PgSyncSlots(wanted, ignore))
     holding = cluster.leader_name == s.me
     lock_steps: list[a.Action] = [a.RefreshLeader(pg.wal_position)] if holding else []
+    if pg.running and pg.accepting and p.m.starting_since is not None:
+        p.m = replace(p.m, starting_since=None)
     controlled = run_controls(p, s, lock_steps)
     if controlled is not None:
         return controlled
     if not pg.running:
         decision = _start_postgres(p, s, extra)
     elif not pg.accepting:
-        decision = p.done(Reason.STARTING, "PostgreSQL is still starting up", *extra, *lock_steps)
+        decision = starting.still_starting(p, s, extra, lock_steps)
     elif cluster.leader is None:
         decision = unlocked(p, s, extra)
     elif holding:
@@ -252,14 +254,7 @@ def _start_postgres(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             )
         return p.done(Reason.PAUSED, "no action: postgres is not running", *extra)
     if holding:
-        role = "primary" if pg.is_primary else "replica"
-        return p.done(
-            Reason.START_PRIMARY,
-            "starting primary after failure",
-            a.RefreshLeader(pg.wal_position),
-            *extra,
-            a.PgStart(role, None),
-        )
+        return starting.crashed_primary(p, s, extra)
     leader_member = cluster.leader.member if cluster.leader is not None else None
     return p.done(Reason.START_REPLICA, "starting as a secondary", *extra, a.PgStart("replica", _ref(leader_member)))
 

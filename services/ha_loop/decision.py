@@ -57,6 +57,7 @@ class Reason(StrEnum):
     FAILSAFE_ACTIVE = "failsafe_active"
     FAILSAFE_FOLLOW = "failsafe_follow"
     WATCHDOG_STEP_DOWN = "watchdog_step_down"
+    START_TIMEOUT = "start_timeout"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class Memory:
     watchdog_armed: bool = False  # the last wd.arm succeeded and no disarm or failed keepalive came since
     watchdog_lost: bool = False  # a keepalive failed: watchdogd restarted, fired or does not answer (C89)
     watchdog_refused: bool = False  # the last wd.arm failed (required mode: leadership is refused)
+    starting_since: float | None = None  # A38: when this lock holder began (re)starting PostgreSQL as a primary
 
 
 @dataclass(frozen=True)

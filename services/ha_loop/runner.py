@@ -84,12 +84,18 @@ class Runner:
                 return self.c.pg, "pg.bootstrap", {}, PG_TIMEOUT
             case a.PgClone(source=source, leader=leader):
                 return self.c.pg, "pg.clone", {"source": dict(source), "leader": _opt(leader)}, PG_TIMEOUT
-            case a.PgStart(role=role, leader=leader):
-                return self.c.pg, "pg.start", {"role": role, "leader": _opt(leader)}, PG_TIMEOUT
+            case a.PgStart(role=role, leader=leader, timeout=timeout):
+                body = {"role": role, "leader": _opt(leader)}
+                if timeout is not None:
+                    body["timeout"] = timeout
+                return self.c.pg, "pg.start", body, PG_TIMEOUT
             case a.PgStop(mode=mode, checkpoint=checkpoint):
                 return self.c.pg, "pg.stop", {"mode": mode, "checkpoint": checkpoint}, PG_TIMEOUT
-            case a.PgRestart(leader=leader):
-                return self.c.pg, "pg.restart", {"leader": _opt(leader)}, PG_TIMEOUT
+            case a.PgRestart(leader=leader, timeout=timeout):
+                body = {"leader": _opt(leader)}
+                if timeout is not None:
+                    body["timeout"] = timeout
+                return self.c.pg, "pg.restart", body, PG_TIMEOUT
             case a.PgReload():
                 return self.c.pg, "pg.reload", {}, PG_TIMEOUT
             case a.PgSetSync(mode=mode, num=num, names=names, strict=strict):

@@ -84,8 +84,10 @@ class Operations:
             overrides=self.overrides(primary=primary),
         )
 
-    def start_postgres(self, *, primary: bool, upstream: Upstream | None) -> None:
-        """Write the configuration, start detached, wait until it accepts connections (pg_ctl_timeout)."""
+    def start_postgres(self, *, primary: bool, upstream: Upstream | None, timeout: float | None = None) -> None:
+        """Write the configuration, start detached, wait until it accepts connections (pg_ctl_timeout, or the
+        given timeout when shorter: a primary that takes longer may be failed over, A34). PostgreSQL is left
+        running when the wait ends."""
         written = self.write_config(primary=primary, upstream=upstream)
         pg.remove_stale_pid_file(self.settings)
         options = render.command_line_options(written.params)
@@ -98,12 +100,13 @@ class Operations:
             pg.pg_ctl_start(self.settings, options)
         except pg.PgError as exc:
             raise OperationFailed(str(exc), "start failed")
-        self.wait_ready(started, offset)
+        self.wait_ready(started, offset, timeout)
 
-    def wait_ready(self, started: float, log_offset: int) -> None:
+    def wait_ready(self, started: float, log_offset: int, timeout: float | None = None) -> None:
         """Until the postmaster says it accepts connections in postmaster.pid ("ready", or "standby" for a hot
         standby), as pg_isready and pg_ctl -w judge it; fails at once when it exits."""
-        deadline = time.monotonic() + self.settings.pg_ctl_timeout
+        limit = self.settings.pg_ctl_timeout if timeout is None else min(timeout, self.settings.pg_ctl_timeout)
+        deadline = time.monotonic() + limit
         delay, seen_pid = _FIRST_POLL_S, None
         while True:
             pid_file = pg.find_postmaster(self.settings)
@@ -117,7 +120,7 @@ class Operations:
             ):
                 raise OperationFailed(self._start_error("PostgreSQL exited while starting", log_offset), "start failed")
             if time.monotonic() >= deadline or self.progress.stopping():
-                message = f"PostgreSQL did not accept connections within {self.settings.pg_ctl_timeout:.0f}s"
+                message = f"PostgreSQL did not accept connections within {limit:.0f}s"
                 raise OperationFailed(self._start_error(message, log_offset), "start failed")
             time.sleep(delay)
             delay = min(delay * 1.5, _MAX_POLL_S)
@@ -133,11 +136,25 @@ class Operations:
             self.progress.intend(False)
             return False
         self.progress.intend(False)
+        limit = self.stop_timeout()
         try:
-            pg.pg_ctl_stop(self.settings, mode)
+            pg.pg_ctl_stop(self.settings, mode, limit)
         except pg.PgError as exc:
-            raise OperationFailed(str(exc), failed_state)
+            if limit is None or pg.find_postmaster(self.settings) is None:
+                raise OperationFailed(str(exc), failed_state)
+            log.warning("PostgreSQL did not stop within primary_stop_timeout (%.0fs): killing the postmaster", limit)
+            if not pg.kill_postmaster(self.settings):
+                raise OperationFailed(str(exc), failed_state)
         return True
+
+    def stop_timeout(self) -> float | None:
+        """A36: primary_stop_timeout bounds a stop in synchronous mode (SIGKILL after it); None: pg_ctl_timeout."""
+        if str(self.dynamic.get("synchronous_mode")).lower() not in ("true", "on", "quorum", "1", "yes"):
+            return None
+        value = self.dynamic.get("primary_stop_timeout", self.dynamic.get("master_stop_timeout"))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            return None
+        return float(value)
 
     def require_initialized(self) -> None:
         if files.data_dir_state(self.settings) != DataDir.INITIALIZED:
@@ -161,7 +178,7 @@ class Operations:
 
     # ---- operations ---------------------------------------------------------------------------------------------
 
-    def start(self, role: str, upstream: Upstream | None) -> dict[str, Any]:
+    def start(self, role: str, upstream: Upstream | None, timeout: float | None = None) -> dict[str, Any]:
         self.require_initialized()
         primary = role == "primary"
         if pg.find_postmaster(self.settings) is not None:
@@ -170,7 +187,7 @@ class Operations:
             return {"already_running": True}
         if not primary:
             return self.start_replica(upstream)
-        self.start_postgres(primary=True, upstream=None)
+        self.start_postgres(primary=True, upstream=None, timeout=timeout)
         return {}
 
     def stop(self, mode: str, checkpoint: bool = False) -> dict[str, Any]:
@@ -179,7 +196,7 @@ class Operations:
             self._checkpoint()
         return {} if self.stop_postgres(mode) else {"already_stopped": True}
 
-    def restart(self, upstream: Upstream | None) -> dict[str, Any]:
+    def restart(self, upstream: Upstream | None, timeout: float | None = None) -> dict[str, Any]:
         self.require_initialized()
         primary = not files.is_standby(self.settings)
         if pg.find_postmaster(self.settings) is not None:
@@ -188,7 +205,7 @@ class Operations:
             upstream = files.read_following(self.settings)
         self.stop_postgres("fast", "restart failed")
         try:
-            self.start_postgres(primary=primary, upstream=None if primary else upstream)
+            self.start_postgres(primary=primary, upstream=None if primary else upstream, timeout=timeout)
         except OperationFailed as exc:
             raise OperationFailed(exc.message, "restart failed")
         return {"role": "primary" if primary else "replica"}

@@ -3,12 +3,14 @@ through postmaster.pid (never by process name: other clusters may run on this ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 
 import psutil
@@ -198,10 +200,28 @@ def pg_ctl_start(settings: Settings, options: Sequence[str]) -> None:
     run(cmd, timeout=settings.pg_ctl_timeout)
 
 
-def pg_ctl_stop(settings: Settings, mode: str) -> None:
-    timeout = settings.pg_ctl_timeout
-    cmd = [settings.binary("pg_ctl"), "stop", "-D", settings.data_dir, "-m", mode, "-w", "-t", str(int(timeout))]
+def pg_ctl_stop(settings: Settings, mode: str, timeout: float | None = None) -> None:
+    timeout = settings.pg_ctl_timeout if timeout is None else timeout
+    wait = str(max(1, int(timeout)))
+    cmd = [settings.binary("pg_ctl"), "stop", "-D", settings.data_dir, "-m", mode, "-w", "-t", wait]
     run(cmd, timeout=timeout + 10)
+
+
+def kill_postmaster(settings: Settings, wait_s: float = 10.0) -> bool:
+    """SIGKILL the postmaster (A36); its children exit when they notice. True when it is gone."""
+    found = find_postmaster(settings)
+    if found is None:
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(found.pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(found.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def initdb(settings: Settings, options: Sequence[str], pwfile: str | None) -> None:

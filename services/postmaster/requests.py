@@ -52,6 +52,16 @@ def choice_of(body: Mapping[str, Any], key: str, choices: frozenset[str], op: st
     return str(value)
 
 
+def wait_timeout(body: Mapping[str, Any], op: str) -> float | None:
+    """How long a start may wait for PostgreSQL to accept connections (A34); None: pg_ctl_timeout."""
+    value = body.get("timeout")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise invalid(op, f"timeout must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def check_dynamic(dynamic: Mapping[str, Any]) -> None:
     section = dynamic.get("postgresql")
     if section is not None and not isinstance(section, dict):
@@ -135,10 +145,11 @@ class Requests:
     def start(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
         role = choice_of(body, "role", START_ROLES, "pg.start")
         leader = upstream_of(body, "leader", "pg.start")
+        timeout = wait_timeout(body, "pg.start")
 
         def check() -> Job:
             self._require_initialized()
-            return lambda ops: ops.start(role, leader)
+            return lambda ops: ops.start(role, leader, timeout)
 
         return self._c.long("pg.start", req, check)
 
@@ -161,10 +172,11 @@ class Requests:
 
     def restart(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
         leader = upstream_of(body, "leader", "pg.restart")
+        timeout = wait_timeout(body, "pg.restart")
 
         def check() -> Job:
             self._require_initialized()
-            return lambda ops: ops.restart(leader)
+            return lambda ops: ops.restart(leader, timeout)
 
         return self._c.long("pg.restart", req, check)
 

@@ -54,10 +54,20 @@ PG = schemas(
     OpSchema("pg.configure", (F("dynamic", (dict,)),)),
     OpSchema("pg.bootstrap"),
     OpSchema("pg.clone", (F("source", _member), F("leader", _member, required=False, nullable=True))),
-    OpSchema("pg.start", (F("role", (str,)), F("leader", _member, required=False, nullable=True))),
+    OpSchema(
+        "pg.start",
+        (
+            F("role", (str,)),
+            F("leader", _member, required=False, nullable=True),
+            F("timeout", _num, required=False, nullable=True),
+        ),
+    ),
     OpSchema("pg.stop", (F("mode", (str,)), F("checkpoint", (bool,), required=False))),
     OpSchema("pg.reinitialize", (F("source", _member), F("leader", _member, required=False, nullable=True))),
-    OpSchema("pg.restart", (F("leader", _member, required=False, nullable=True),)),
+    OpSchema(
+        "pg.restart",
+        (F("leader", _member, required=False, nullable=True), F("timeout", _num, required=False, nullable=True)),
+    ),
     OpSchema("pg.promote"),
     OpSchema("pg.demote", (F("mode", (str,)), F("leader", _member, required=False, nullable=True))),
     OpSchema("pg.follow", (F("leader", _member, required=False, nullable=True),)),

@@ -249,7 +249,7 @@ def test_crashed_leader_restarts_as_primary_and_keeps_its_lock_A35() -> None:
     pg = make_pg(role="master", running=False, accepting=False, state="crashed")
     d = decide(snap(make_cluster(leader=ME), pg), CONFIGURED)
     assert kinds(d) == ["RefreshLeader", "PgStart", "TouchMember"]
-    assert d.actions[1] == a.PgStart("primary", None)
+    assert d.actions[1] == a.PgStart("primary", None, 300.0)  # A34: bounded by primary_start_timeout
 
 
 def test_leader_keeps_refreshing_its_lock_during_a_long_operation_A39() -> None:

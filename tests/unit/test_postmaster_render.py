@@ -245,3 +245,21 @@ def test_refused_basebackup_options_are_dropped_and_reported() -> None:
     args, errors = options.basebackup_options(["verbose", {"max-rate": "100M"}, {"pgdata": "/x"}, "gzip"])
     assert args == ["--verbose", "--max-rate=100M"]
     assert errors == ["pgdata option for basebackup is not allowed", "gzip option for basebackup is not allowed"]
+
+
+def test_primary_stop_timeout_bounds_a_stop_only_in_synchronous_mode_A36() -> None:
+    from services.postmaster.operations import Operations
+
+    class Idle:
+        def intend(self, running: bool) -> None: ...
+
+        def stopping(self) -> bool:
+            return False
+
+    def limit(dynamic: dict[str, Any]) -> float | None:
+        return Operations(make_settings(), dynamic, Idle()).stop_timeout()  # type: ignore[arg-type]
+
+    assert limit({"synchronous_mode": True, "primary_stop_timeout": 30}) == 30.0
+    assert limit({"synchronous_mode": "quorum", "master_stop_timeout": 5}) == 5.0  # the legacy name
+    assert limit({"primary_stop_timeout": 30}) is None  # asynchronous: no effect
+    assert limit({"synchronous_mode": True, "primary_stop_timeout": 0}) is None
