@@ -195,6 +195,9 @@ def _by_lower_name(*sources: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     return merged
 
 
+RETRIEVE_RETRY_DEFAULT = "500ms"
+
+
 def effective_parameters(settings: Settings, dynamic_pg: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Every parameter haven writes (C41-C44): DCS-only ones from the dynamic config alone, the others from the
     dynamic then the local configuration (local wins), and those haven owns."""
@@ -221,6 +224,10 @@ def effective_parameters(settings: Settings, dynamic_pg: Mapping[str, Any]) -> t
         hot_standby="on",
         wal_log_hints="on",
     )
+    if "wal_retrieve_retry_interval" not in merged:
+        # A replica that streamed from a candidate which then promoted retries on the new timeline after this
+        # (PostgreSQL's default of 5 s would make every switchover's old primary wait that long to stream).
+        params["wal_retrieve_retry_interval"] = RETRIEVE_RETRY_DEFAULT
     if "unix_socket_directories" not in merged:
         params["unix_socket_directories"] = settings.run_dir
     if "hba_file" not in merged:

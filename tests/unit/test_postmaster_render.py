@@ -263,3 +263,10 @@ def test_primary_stop_timeout_bounds_a_stop_only_in_synchronous_mode_A36() -> No
     assert limit({"synchronous_mode": "quorum", "master_stop_timeout": 5}) == 5.0  # the legacy name
     assert limit({"primary_stop_timeout": 30}) is None  # asynchronous: no effect
     assert limit({"synchronous_mode": True, "primary_stop_timeout": 0}) is None
+
+
+def test_replicas_retry_a_new_timeline_quickly_unless_configured_otherwise() -> None:
+    params, _ = render.effective_parameters(make_settings(), {})
+    assert params["wal_retrieve_retry_interval"] == "500ms"
+    chosen, _ = render.effective_parameters(make_settings(), {"parameters": {"wal_retrieve_retry_interval": "5s"}})
+    assert chosen["wal_retrieve_retry_interval"] == "5s"
