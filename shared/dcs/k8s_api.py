@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -181,14 +182,27 @@ class WatchStream:
         self.response.release_conn()
 
 
+def _ssl_context(config: ApiConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=config.ca_file)
+    if not config.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if config.cert_file:
+        try:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise BackendError(f"kubernetes: cannot load the client certificate {config.cert_file}: {exc}")
+    return context
+
+
 class K8sClient:
     def __init__(self, config: ApiConfig, retriable_codes: frozenset[int]) -> None:
         self.config = config
         self.retriable = retriable_codes
         tls: dict[str, Any] = {}
         if config.server.startswith("https"):
-            tls = {"cert_reqs": "CERT_REQUIRED" if config.verify else "CERT_NONE", "ca_certs": config.ca_file}
-            tls.update({"cert_file": config.cert_file, "key_file": config.key_file} if config.cert_file else {})
+            tls = {"ssl_context": _ssl_context(config)}
+        config.cleanup()  # the context holds the certificates now: no decoded key stays on disk
         self.pool = urllib3.PoolManager(num_pools=2, maxsize=6, retries=False, socket_options=_KEEPALIVE, **tls)
         self._token: str | None = config.token
         self._token_read = 0.0

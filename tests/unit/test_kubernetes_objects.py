@@ -183,7 +183,9 @@ def test_a_kubeconfig_gives_the_server_credentials_and_namespace(tmp_path: Path)
     assert api.token_file == str(tmp_path / "token") and api.ca_file and os.path.exists(api.ca_file)
     api.cleanup()
     assert not os.path.exists(str(api.ca_file))
-    assert load_api_config({"kubeconfig": str(tmp_path / "kubeconfig"), "context": "y"}, environ={}).namespace is None
+    other = load_api_config({"kubeconfig": str(tmp_path / "kubeconfig"), "context": "y"}, environ={})
+    other.cleanup()
+    assert other.namespace is None
     with pytest.raises(BackendError, match="no context"):
         load_api_config({"kubeconfig": str(tmp_path / "kubeconfig"), "context": "z"}, environ={})
 
