@@ -43,7 +43,10 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
         decision = _failover_request(p, s, s.cluster.failover, steps, extra)
         if decision is not None:
             return decision
-    return p.done(Reason.LEADER_OK, f"no action. {_i_am(s)}, the leader with the lock", *steps, *extra)
+    detail = f"no action. {_i_am(s)}, the leader with the lock"
+    if p.m.watchdog_lost and not s.paused:  # automatic mode: carry on, and say so (C89)
+        detail += "; the watchdog stopped answering: arming it again"
+    return p.done(Reason.LEADER_OK, detail, *steps, *extra)
 
 
 def _watchdog_lost(p: Plan, s: Snapshot, steps: list[a.Action], extra: list[a.Action]) -> Decision:

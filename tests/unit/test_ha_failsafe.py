@@ -177,3 +177,9 @@ def test_the_watchdog_is_disarmed_when_not_leading_and_in_pause_C89() -> None:
     assert "WatchdogDisarm" in kinds(paused) and "WatchdogKeepalive" not in kinds(paused)
     leading = decide(snap(cluster(config={"ttl": 30}), PRIMARY), ARMED)
     assert "WatchdogDisarm" not in kinds(leading)
+
+
+def test_an_automatic_leader_says_that_it_lost_the_watchdog_C89() -> None:
+    lost = record(ARMED, a.WatchdogKeepalive(), Outcome(ok=False, error_code="unavailable"))
+    d = decide(snap(cluster(config={"ttl": 30}), PRIMARY), lost)
+    assert d.detail.endswith("the watchdog stopped answering: arming it again")
