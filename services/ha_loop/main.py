@@ -159,7 +159,7 @@ class Brain:
         )
         self.view: dict[str, Any] | None = None
         self.view_at = 0.0
-        self.cluster_ok_at = 0.0  # the last time a current view was read
+        self.cluster_ok_at = time.time()  # the last time a current view was read (at start: give it retry_timeout)
         self.pg_state: dict[str, Any] | None = None
         self.pg_state_at = 0.0
         self.cluster: Cluster | None = None
@@ -230,8 +230,11 @@ class Brain:
         """A current view of the cluster, or None when the DCS has been unreadable for retry_timeout (A7):
         a DCS problem shorter than that (an etcd leader election, a dcs_proxy restart) must not demote."""
         while True:
+            # Never wait past retry_timeout since the last current view: a leader must demote by then, on its
+            # own, before the watchdog's deadline (ttl - safety_margin) comes near.
+            budget = self.dynamic.retry_timeout - (time.time() - self.cluster_ok_at)
             try:
-                view = self.clients.dcs.call("dcs.get_cluster", {}, timeout=min(2.0, self.dynamic.retry_timeout))
+                view = self.clients.dcs.call("dcs.get_cluster", {}, timeout=max(0.1, min(2.0, budget)))
             except RemoteError as exc:
                 view, problem = None, exc.message
             else:
