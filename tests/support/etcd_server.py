@@ -1,7 +1,9 @@
 """Real etcd 3.4 servers for tests (/usr/bin/etcd): Etcd3Server for the `etcd3` backend, Etcd2Server (the same
 binary with --enable-v2=true) for the `etcd` backend. One member, or `members=3` for a real Raft cluster whose
 members a test can kill and start again. Every member listens on 127.0.0.1 only, on free client and peer ports,
-with its data under self.dir; it is stopped by pid (SIGTERM, then SIGKILL), never by name.
+with its data under self.dir; it is stopped by pid (SIGTERM, then SIGKILL), never by name. stop() keeps the data
+and the ports, so start() brings the same server back (an outage); pause_member()/resume_member() SIGSTOP and
+SIGCONT a member (a hung server), and pid() names its process.
 
 min_ttl: etcd grants no lease shorter than 1.5 x its election timeout (1 s by default: 2 s after rounding up) and
 expires leases on a 0.5 s tick; the v2 store's TTLs are expired by the leader every 0.5 s as well. Measured here
@@ -230,6 +232,28 @@ class EtcdServer(DcsServer):
         if not self._signal(i, signal.SIGTERM, STOP_TIMEOUT_S):
             self._signal(i, signal.SIGKILL, STOP_TIMEOUT_S)
 
+    def pid(self, i: int = 0) -> int | None:
+        """The process id of a running member."""
+        member = self.members[i]
+        return member.process.pid if member.process is not None and member.is_running() else None
+
+    def pause_member(self, i: int = 0) -> None:
+        """A hung server: SIGSTOP, so connections stay open and requests get no answer. resume_member() ends it
+        (a test must call it in a `finally`)."""
+        pid = self.pid(i)
+        if pid is None:
+            raise RuntimeError(f"etcd {self.members[i].name} is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume_member(self, i: int = 0) -> None:
+        """SIGCONT to a member paused by pause_member(); nothing when it is not running."""
+        pid = self.pid(i)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def _signal(self, i: int, sig: signal.Signals, timeout: float) -> bool:
         member = self.members[i]
         process = member.process
@@ -238,6 +262,8 @@ class EtcdServer(DcsServer):
         if process.poll() is None:
             try:
                 os.kill(process.pid, sig)
+                if sig != signal.SIGKILL:
+                    os.kill(process.pid, signal.SIGCONT)  # a paused member must run to handle SIGTERM
             except ProcessLookupError:
                 pass
             try:
