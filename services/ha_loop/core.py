@@ -70,6 +70,8 @@ def decide(s: Snapshot, m: Memory) -> Decision:
     if cluster is None:
         return _dcs_unreachable(s, m)
     p = Plan(s, m)
+    if cluster.initialize and m.wiped_since is not None:
+        p.m = replace(p.m, wiped_since=None)
     op = pg.operation
     if op is not None and op.is_running:
         return _operation_running(p, s, op.name)

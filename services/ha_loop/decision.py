@@ -153,6 +153,7 @@ class Memory:
     watchdog_lost: bool = False  # a keepalive failed: watchdogd restarted, fired or does not answer (C89)
     watchdog_refused: bool = False  # the last wd.arm failed (required mode: leadership is refused)
     starting_since: float | None = None  # A38: when this lock holder began (re)starting PostgreSQL as a primary
+    wiped_since: float | None = None  # A51: when this replica first saw the cluster without /initialize
 
 
 @dataclass(frozen=True)

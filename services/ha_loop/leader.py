@@ -35,8 +35,8 @@ def leader(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
         steps.append(a.WatchdogKeepalive() if p.m.watchdog_armed else watchdog_arm(s))
     if not s.cluster.initialize and pg.sysid:  # B5, A51: a lost or unfinished initialize key
         steps.append(a.Initialize(create_new=s.cluster.initialize is None, sysid=pg.sysid))
-    if s.cluster.config is None:  # A51: the leader restores a missing /config
-        steps.append(a.WriteConfig(dict(s.facts.bootstrap_dcs)))
+    if s.cluster.config is None:  # A51: the leader restores a missing /config with its last known value
+        steps.append(a.WriteConfig(dict(s.dynamic.source)))
     steps += history_update(s)
     steps += sync_steps(s, p.m.sync_lsn)
     if s.cluster.failover is not None:

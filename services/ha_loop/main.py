@@ -164,6 +164,7 @@ class Brain:
         self.pg_state_at = 0.0
         self.cluster: Cluster | None = None
         self.last_cluster: Cluster | None = None  # the last view read: C84 needs its /failsafe when the DCS is gone
+        self.config_data: Mapping[str, Any] | None = None  # the last /config value read (A51)
         self.api_auth = _basic_auth(self.config.data.get("restapi"))
         self.last: Decision | None = None
         self.tick_count = 0
@@ -272,9 +273,11 @@ class Brain:
         self._seen_view = _view_fingerprint(self.view)
         self._seen_pg = _pg_fingerprint(self.pg_state)
         self.cluster = cluster
-        config_data = cluster.config.data if cluster is not None and cluster.config is not None else None
+        if cluster is not None and cluster.config is not None:
+            self.config_data = cluster.config.data
         if cluster is not None:
-            self.dynamic = effective(config_data, self.facts.bootstrap_dcs)
+            # A51: a /config that disappeared keeps its last value (pause stays on) until the leader restores it
+            self.dynamic = effective(self.config_data, self.facts.bootstrap_dcs)
             for warning in self.dynamic.warnings:
                 log.warning(warning)
         if cluster is not None:
@@ -296,16 +299,16 @@ class Brain:
         self.last = decision
         self.tick_finished = time.time()
         self._log(decision, failed)
-        self.publish()
         if failed is not None:
             self._failures += 1
             self._schedule(RETRY_AFTER_FAILURE if self._failures <= 3 else float(self.dynamic.loop_wait))
-            return
-        self._failures = 0
-        delay = max(0.0, self.tick_started + self.dynamic.loop_wait - time.time())
-        if decision.wake_in is not None:  # a scheduled action's exact time (A31)
-            delay = min(delay, max(0.0, decision.wake_in - (time.time() - self.tick_started)))
-        self._schedule(delay)
+        else:
+            self._failures = 0
+            delay = max(0.0, self.tick_started + self.dynamic.loop_wait - time.time())
+            if decision.wake_in is not None:  # a scheduled action's exact time (A31)
+                delay = min(delay, max(0.0, decision.wake_in - (time.time() - self.tick_started)))
+            self._schedule(delay)
+        self.publish()  # after scheduling, so that tick.next is this tick's next
 
     def execute(self, decision: Decision) -> a.Action | None:
         """Run the plan in order; stop at the first failure. Returns the failed action, if any."""

@@ -9,6 +9,7 @@ manual failover.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from services.ha_loop import actions as a
 from services.ha_loop import failsafe, sync
@@ -97,6 +98,9 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
         return p.done(Reason.NOT_ALLOWED, f"{_i_am(s)} not in /failsafe: I may not become the leader", *extra)
     if failover is not None and failover.candidate == s.me:
         return _take(p, s, extra, failover)  # A30: the named candidate does not need to ask anyone
+    waiting = _wait_for_the_primary_after_a_wipe(p, s, extra)
+    if waiting is not None:
+        return waiting
     names = _racers(s)
     if s.peers is None and names:
         return p.probe(names)
@@ -117,6 +121,21 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             Reason.NOT_HEALTHIEST, f"following a different leader because i am not the healthiest node ({why})", *extra
         )
     return _take(p, s, extra, failover)
+
+
+def _wait_for_the_primary_after_a_wipe(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision | None:
+    """A51: after a DCS wipe (no /initialize) the running primary takes the lock again. The wipe also removed the
+    member keys, so a replica's race could not see that primary; it gives the primary ttl seconds first."""
+    assert s.cluster is not None and s.pg is not None
+    if s.cluster.initialize or s.pg.is_primary:
+        return None
+    since = p.m.wiped_since if p.m.wiped_since is not None else s.now
+    p.m = replace(p.m, wiped_since=since)
+    left = s.dynamic.ttl - (s.now - since)
+    if left <= 0:
+        return None
+    detail = f"the cluster has no /initialize key: waiting {left:.1f} s for a running primary to take the lock"
+    return p.done(Reason.NOT_HEALTHIEST, detail, *extra, wake_in=left)
 
 
 def _follow_failsafe_leader(p: Plan, s: Snapshot, extra: list[a.Action], leader: FailsafeLeader) -> Decision:
@@ -176,6 +195,8 @@ def _take(p: Plan, s: Snapshot, extra: list[a.Action], failover: Failover | None
         steps.append(a.ClearFailover(cluster.failover.version))
     if not cluster.initialize and pg.sysid:
         steps.append(a.Initialize(create_new=True, sysid=pg.sysid))
+    if cluster.config is None:  # A51: restored together with /initialize, from the last known value
+        steps.append(a.WriteConfig(dict(s.dynamic.source)))
     steps += extra
     if not s.paused and not arm_first:
         steps.append(watchdog_arm(s))

@@ -137,8 +137,10 @@ class Runner:
         return Outcome(ok=True, applied=applied if isinstance(applied, bool) else None, body=reply)
 
     def is_soft_failure(self, action: a.Action) -> bool:
-        """A failed watchdog request stops the plan only in required mode (C89); the member key is last."""
-        if isinstance(action, a.WatchdogKeepalive | a.WatchdogDisarm):
+        """A failed watchdog request stops the plan only in required mode (C89); the member key is last.
+        Replication slots are housekeeping: a failed pg.sync_slots is retried next tick and never holds back a
+        promotion, a lock refresh or a demotion (C29)."""
+        if isinstance(action, a.WatchdogKeepalive | a.WatchdogDisarm | a.PgSyncSlots):
             return True
         if isinstance(action, a.WatchdogArm):
             return not self.watchdog_required

@@ -27,6 +27,7 @@ class DynamicConfig:
     failsafe_mode: bool
     data: Mapping[str, Any]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    source: Mapping[str, Any] = field(default_factory=dict)  # the /config (or bootstrap.dcs) value, as read
 
     @property
     def postgresql(self) -> Mapping[str, Any]:
@@ -92,4 +93,5 @@ def effective(dcs_config: Mapping[str, Any] | None, bootstrap_dcs: Mapping[str, 
         failsafe_mode=bool(parse_bool(data.get("failsafe_mode"))),
         data=data,
         warnings=tuple(warnings),
+        source=dict(dcs_config) if dcs_config is not None else dict(bootstrap_dcs),
     )

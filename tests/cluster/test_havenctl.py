@@ -208,4 +208,5 @@ def test_remove_asks_for_confirmation_and_a_running_cluster_restores_itself_E18_
         # the DCS was wiped; the running primary takes the lock again and restores /initialize and /config
         cluster.wait_healthy(timeout=90)
         assert cluster.leader() is leader
-        assert yaml.safe_load(ctl(cluster, "show-config").stdout)["ttl"] == 20
+        shown = wait_until(lambda: yaml.safe_load(ctl(cluster, "show-config").stdout), 30, what="/config restored")
+        assert shown["ttl"] == 20

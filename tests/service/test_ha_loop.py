@@ -113,7 +113,7 @@ def test_a_lone_healthy_replica_takes_the_lock_and_promotes_A5(harness_factory: 
     assert promoted and h.dcs.view()["keys"]["leader"]["value"] == "n1"
     order = [op for op, _ in h.dcs.calls if op != "dcs.get_cluster"]
     assert order[0] == "dcs.take_leader"
-    assert "promoted self to leader by acquiring session lock" in h.output()
+    wait_until(lambda: "promoted self to leader by acquiring session lock" in h.output(), 5, what="the log line")
 
 
 def test_the_leader_refreshes_its_lock_every_loop_wait_A4(harness_factory: Any) -> None:
@@ -181,7 +181,9 @@ def test_a_leader_that_loses_its_dcs_keeper_demotes_offline_A21(harness_factory:
     h.dcs.close()  # dcs_proxy is gone: no view can be read
     demote = wait_until(lambda: h.pg.ops("pg.demote"), 10, what="pg.demote")
     assert demote[0]["mode"] == "offline" and demote[0]["leader"] is None
-    assert "demoting self because DCS is not accessible and I was a leader" in h.output()
+    wait_until(
+        lambda: "demoting self because DCS is not accessible and I was a leader" in h.output(), 5, what="the log line"
+    )
 
 
 def brain_client(h: Harness) -> tuple[Any, Any]:

@@ -165,7 +165,7 @@ def test_required_mode_refuses_a_device_whose_timeout_is_unknown(base: Path, sta
     assert device.read_bytes() == b"V"  # opened, found wanting, closed again
     status = wd.status()
     assert (status["mode"], status["armed"], status["healthy"]) == ("required", False, False)
-    assert "Configuration requires watchdog" in wd.log()
+    wait_until(lambda: "Configuration requires watchdog" in wd.log(), 5, what="the log line")  # logs are async
 
 
 def _root_owned_data_dir(base: Path) -> tuple[str, bool]:
@@ -187,7 +187,8 @@ def test_required_mode_answers_an_error_when_the_fence_is_unusable(base: Path, s
     status = wd.status()
     assert (status["armed"], status["active"], status["healthy"]) == (False, False, False)
     assert wd.error("wd.keepalive").code == ErrorCode.PRECONDITION_FAILED
-    assert f"watchdog device {device} unavailable (No such file or directory); using the software fence" in wd.log()
+    line = f"watchdog device {device} unavailable (No such file or directory); using the software fence"
+    wait_until(lambda: line in wd.log(), 5, what="the log line")  # log records are written by a background thread
 
 
 def test_automatic_mode_answers_inactive_with_the_reason(base: Path, started: list[Watchdogd]) -> None:

@@ -137,7 +137,9 @@ def test_the_fence_kills_postgresql_when_keepalives_stop(running: Postgres, wd_b
         }  # fmt: skip
         assert TIMEOUT <= status["fired_at"] - status["last_keepalive"] < TIMEOUT + 0.5
         line = f"software watchdog fired: keepalives stopped for {status['fired_at'] - status['last_keepalive']:.2f}"
-        assert line in wd.log() and f"PostgreSQL (pid {pg.pid}) killed" in wd.log() and "CRITICAL" in wd.log()
+        # log records are written by a background thread: wait for them
+        wait_until(lambda: line in wd.log(), 5, what="the fence's log line")
+        assert f"PostgreSQL (pid {pg.pid}) killed" in wd.log() and "CRITICAL" in wd.log()
         assert wd.error("wd.keepalive").message.startswith("watchdog is not armed: the software watchdog fired")
     finally:
         held.close()

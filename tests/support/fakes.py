@@ -198,6 +198,7 @@ class FakePostmaster(FakeService):
         handlers: dict[str, Handler] = {"pg.status": lambda b, r: dict(self.state)}
         for op in ("pg.configure", "pg.reload"):
             handlers[op] = lambda b, r: {"reloaded": False, "pending_restart": False}
+        handlers["pg.sync_slots"] = lambda b, r: {"created": [], "dropped": [], "advanced": []}
         for op in (
             "pg.bootstrap",
             "pg.clone",

@@ -410,6 +410,22 @@ def test_primary_restores_a_wiped_initialize_key_A51() -> None:
     assert d.actions[:2] == (a.TakeLeader(), a.Initialize(create_new=True, sysid="7000"))
 
 
+def test_after_a_wipe_a_replica_gives_the_running_primary_ttl_to_take_the_lock_A51() -> None:
+    # the wipe removed the member keys too: the race's probes could not see the primary
+    cluster = make_cluster(initialize=None, leader=None)
+    d = decide(snap(cluster, make_pg(sysid="7000"), peers={}), CONFIGURED)
+    assert "TakeLeader" not in kinds(d) and "PgPromote" not in kinds(d) and kinds(d)[-1] == "TouchMember"
+    assert d.memory.wiped_since == 1000.0 and d.wake_in == 30
+    later = decide(replace(snap(cluster, make_pg(sysid="7000"), peers={}), now=1029.0), d.memory)
+    assert "PgPromote" not in kinds(later) and later.wake_in == pytest.approx(1.0)
+    # no primary came back within ttl: the replica races as usual
+    after = decide(replace(snap(cluster, make_pg(sysid="7000"), peers={}), now=1030.5), d.memory)
+    assert kinds(after)[:2] == ["TakeLeader", "Initialize"] and "PgPromote" in kinds(after)
+    # once /initialize is back, the wait is forgotten
+    back = decide(snap(make_cluster(leader="n2"), make_pg(sysid="7000")), d.memory)
+    assert back.memory.wiped_since is None
+
+
 # --- identity and configuration (A47, F1, B4) ---------------------------------------------------------
 
 
@@ -485,3 +501,12 @@ def test_leader_restores_a_missing_config_key_A51() -> None:
     keys = {"initialize": KeyValue("7000", 1), "leader": KeyValue(ME, 2)}
     d = decide(snap(Cluster.from_keys(keys), make_pg(role="master")), CONFIGURED)
     assert a.WriteConfig({"ttl": 30}) in d.actions
+    # the shell keeps the last /config it read: that value comes back, not bootstrap.dcs
+    edited = {"ttl": 40, "loop_wait": 5, "postgresql": {"parameters": {"work_mem": "8MB"}}}
+    d = decide(snap(Cluster.from_keys(keys), make_pg(role="master"), dcs=edited), CONFIGURED)
+    assert a.WriteConfig(edited) in d.actions
+
+
+def test_a_primary_that_takes_the_lock_after_a_wipe_restores_initialize_and_config_together_A51() -> None:
+    d = decide(snap(Cluster.from_keys({}), make_pg(role="master", sysid="7000"), peers={}, dcs={"ttl": 25}), CONFIGURED)
+    assert kinds(d)[:3] == ["TakeLeader", "Initialize", "WriteConfig"] and a.WriteConfig({"ttl": 25}) in d.actions

@@ -32,8 +32,9 @@ class Procs:
     def fake_postmaster(self, cwd: Path, *extra: str, children: int = 0) -> psutil.Process:
         script = "sleep 60 & " * children + "sleep 60; :"
         proc = self.start([str(self.postgres), "-c", script, *extra], cwd)
-        # until exec() is done, the child still shows the test runner's name and command line
-        wait_until(lambda: proc.name() == "postgres", 5, what="the fake postmaster to exec")
+        # until exec() is done, the child still shows the test runner's name and command line; the kernel sets the
+        # new name before the new command line, which reads as empty for a moment
+        wait_until(lambda: proc.name() == "postgres" and proc.cmdline(), 5, what="the fake postmaster to exec")
         if children:
             wait_until(lambda: len(proc.children()) == children + 1, 5, what="the children to start")
         return proc
