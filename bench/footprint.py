@@ -72,3 +72,38 @@ def cpu_delta(before: dict[tuple[int, float], float], after: dict[tuple[int, flo
     """CPU seconds spent between two samples by the processes alive at the second one (a process born in between
     counts from zero)."""
     return sum(max(0.0, t - before.get(key, 0.0)) for key, t in after.items())
+
+
+def program_name(proc: psutil.Process) -> str:
+    """haven: supervisord or the program (services.<name>); Patroni: the executable's name."""
+    try:
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "?"
+    for i, arg in enumerate(cmdline):
+        if arg == "-m" and i + 1 < len(cmdline) and cmdline[i + 1].startswith("services."):
+            return cmdline[i + 1].removeprefix("services.")
+        if arg.endswith("supervisord"):
+            return "supervisord"
+    with contextlib.suppress(psutil.Error):
+        return proc.name()
+    return "?"
+
+
+def per_program(
+    procs: list[psutil.Process],
+    before: dict[tuple[int, float], float],
+    after: dict[tuple[int, float], float],
+    elapsed: float,
+) -> dict[str, dict[str, float]]:
+    """name -> PSS (MB) and CPU seconds per idle minute of each process (processes of the same name summed)."""
+    out: dict[str, dict[str, float]] = {}
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            key = (p.pid, p.create_time())
+            pss = getattr(p.memory_full_info(), "pss", 0) / MB
+            spent = max(0.0, after.get(key, 0.0) - before.get(key, 0.0)) * 60.0 / elapsed if key in after else 0.0
+            entry = out.setdefault(program_name(p), {"pss_mb": 0.0, "cpu_s_per_min": 0.0})
+            entry["pss_mb"] += pss
+            entry["cpu_s_per_min"] += spent
+    return out

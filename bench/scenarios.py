@@ -430,18 +430,38 @@ def _stopped(pid: int, what: str) -> Iterator[None]:
 
 
 def footprint(b: Bench) -> None:
-    cluster = b.running("fast")
+    """Patroni's defaults first (the targets: Patroni's own figures were measured at its defaults), with only that
+    cluster running; then the fast profile, reported without a target (it ticks ten times as often)."""
+    for profile in ("defaults", "fast"):
+        try:
+            _footprint(b, profile)
+        except Exception as exc:
+            b.fail(f"footprint ({profile})", exc)
+        finally:
+            if profile == "defaults":
+                b.discard(profile)  # measure the fast profile alone too; the failover scenario starts its own
+
+
+def _footprint(b: Bench, profile: str) -> None:
+    cluster = b.running(profile)
     wait_healthy(cluster)
     time.sleep(SETTLE_S)
-    rss = b.results.metric("footprint", "node RSS", "MB")
-    pss = b.results.metric("footprint", "node PSS", "MB", T_NODE_PSS)
-    uss = b.results.metric("footprint", "node USS", "MB")
-    cpu = b.results.metric("footprint", "node CPU per idle minute", "CPU-s", T_IDLE_CPU)
-    pg_rss = b.results.metric("footprint", "PostgreSQL RSS", "MB")
-    pg_pss = b.results.metric("footprint", "PostgreSQL PSS", "MB")
-    pg_uss = b.results.metric("footprint", "PostgreSQL USS", "MB")
-    pg_cpu = b.results.metric("footprint", "PostgreSQL CPU per idle minute", "CPU-s")
-    details: list[dict[str, Any]] = []
+    dcs = PROFILES[profile]
+    label = f"ttl {dcs['ttl']}, loop_wait {dcs['loop_wait']}, retry_timeout {dcs['retry_timeout']}"
+    targeted = profile == "defaults"
+    prefix = "" if targeted else f"{profile} profile: "
+    note = f"Patroni's defaults ({label})" if targeted else f"haven's {profile} profile ({label}), no target"
+    rss = b.results.metric("footprint", f"{prefix}node RSS", "MB", note=note)
+    pss = b.results.metric("footprint", f"{prefix}node PSS", "MB", T_NODE_PSS if targeted else None, note=note)
+    uss = b.results.metric("footprint", f"{prefix}node USS", "MB", note=note)
+    cpu = b.results.metric(
+        "footprint", f"{prefix}node CPU per idle minute", "CPU-s", T_IDLE_CPU if targeted else None, note=note
+    )
+    pg_rss = b.results.metric("footprint", f"{prefix}PostgreSQL RSS", "MB", note=note)
+    pg_pss = b.results.metric("footprint", f"{prefix}PostgreSQL PSS", "MB", note=note)
+    pg_uss = b.results.metric("footprint", f"{prefix}PostgreSQL USS", "MB", note=note)
+    pg_cpu = b.results.metric("footprint", f"{prefix}PostgreSQL CPU per idle minute", "CPU-s", note=note)
+    details: list[dict[str, Any]] = b.results.details.setdefault("footprint", [])
     groups: dict[str, Callable[[Node], list[Any]]] = {
         "manager": fp.manager_processes,
         "postgres": fp.postgres_processes,
@@ -452,11 +472,12 @@ def footprint(b: Bench) -> None:
         time.sleep(b.options.idle_seconds)  # the measured idle window
         elapsed = time.monotonic() - started
         for node in cluster.nodes:
-            row: dict[str, Any] = {"rep": rep + 1, "node": node.name, "window_s": round(elapsed, 2)}
+            row: dict[str, Any] = {"profile": profile, "rep": rep + 1, "node": node.name, "window_s": round(elapsed, 2)}
             for group, procs_of in groups.items():
                 procs = procs_of(node)
                 mem = fp.memory(procs)
-                spent = fp.cpu_delta(before[(node.name, group)], fp.cpu_times(procs)) * 60.0 / elapsed
+                after = fp.cpu_times(procs)
+                spent = fp.cpu_delta(before[(node.name, group)], after) * 60.0 / elapsed
                 row[group] = {
                     "processes": mem.processes,
                     "rss_mb": mem.rss / fp.MB,
@@ -464,20 +485,27 @@ def footprint(b: Bench) -> None:
                     "uss_mb": mem.uss / fp.MB,
                     "cpu_s_per_min": spent,
                 }
+                if group == "manager":  # where it goes: each program's share
+                    row[group]["programs"] = fp.per_program(procs, before[(node.name, group)], after, elapsed)
                 targets = (rss, pss, uss, cpu) if group == "manager" else (pg_rss, pg_pss, pg_uss, pg_cpu)
                 for metric, value in zip(targets, (mem.rss, mem.pss, mem.uss), strict=False):
                     metric.add(value / fp.MB)
                 targets[3].add(spent)
             details.append(row)
+            programs = ", ".join(
+                f"{name} {p['pss_mb']:.1f} MB {p['cpu_s_per_min']:.3f}"
+                for name, p in row["manager"]["programs"].items()
+            )
             log(
-                f"{b.flavour.name} footprint {rep + 1}/{b.options.reps} {node.name}: "
+                f"{b.flavour.name} footprint {profile} {rep + 1}/{b.options.reps} {node.name}: "
                 f"{row['manager']['processes']} processes, PSS {row['manager']['pss_mb']:.1f} MB, "
-                f"{row['manager']['cpu_s_per_min']:.3f} CPU-s/min; PostgreSQL {row['postgres']['processes']} "
-                f"processes, PSS {row['postgres']['pss_mb']:.1f} MB"
+                f"{row['manager']['cpu_s_per_min']:.3f} CPU-s/min ({programs}); "
+                f"PostgreSQL {row['postgres']['processes']} processes, PSS {row['postgres']['pss_mb']:.1f} MB"
             )
         if not cluster.healthy():
-            b.results.details.setdefault("footprint_notes", []).append(f"rep {rep + 1}: cluster not healthy after")
-    b.results.details["footprint"] = details
+            b.results.details.setdefault("footprint_notes", []).append(
+                f"{profile} rep {rep + 1}: cluster not healthy after"
+            )
 
 
 SCENARIO_FUNCTIONS: dict[str, Callable[[Bench], None]] = {

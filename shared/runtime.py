@@ -8,6 +8,7 @@ import collections
 import heapq
 import itertools
 import logging
+import math
 import os
 import signal
 import socket
@@ -154,7 +155,9 @@ class Loop:
         timeout = max_wait
         if self._timers:
             timeout = max(0.0, min(timeout, self._timers[0].due - now))
-        for sock, _ in self._poller.poll(int(timeout * 1000)):
+        # Rounded up to the next millisecond: a timer due in 0.4 ms must not turn into poll(0) calls that spin
+        # until it is due.
+        for sock, _ in self._poller.poll(math.ceil(timeout * 1000)):
             callback = self._handlers.get(sock)
             if callback is not None:
                 self._safe(callback)

@@ -2,9 +2,12 @@
 
 Threads:
 - the loop (shared.runtime.Loop) owns the PUB: it publishes a view at most PUBLISH_MIN_INTERVAL_S after
-  every change the backend reports, when the backend's health flips, and at least every HEARTBEAT_S;
+  every change the backend reports, when the backend's health flips, and at least every HEARTBEAT_S. One
+  timer does the last two: it is set for the next heartbeat, or earlier for the moment the backend says its
+  health may flip without telling (Backend.health_check_in), so an idle proxy wakes once a second;
 - one request thread owns the ROUTER and runs each request to completion: a DCS call may block up to
-  the request's timeout (retry_timeout), and must not hold back the views meanwhile;
+  the request's timeout (retry_timeout), and must not hold back the views meanwhile. It sleeps in a poll
+  of the ROUTER and of a wake-up socket that stop() writes to;
 - the backend's own threads (pysyncobj's) report changes through Loop.call_from_thread.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +34,6 @@ log = logging.getLogger(__name__)
 
 PUBLISH_MIN_INTERVAL_S = 0.02  # changes closer together than this are coalesced into one view
 HEARTBEAT_S = 1.0  # a view is published at least this often
-HEARTBEAT_CHECK_S = 0.25
-REQUEST_POLL_MS = 100
 
 BackendFactory = Callable[[Any, OnChange], Backend]
 
@@ -50,6 +52,8 @@ class DcsProxy:
         self._stopping = threading.Event()
         self._request_thread: threading.Thread | None = None
         self._publish_timer: Any = None
+        self._check_timer: Any = None
+        self._stop_r, self._stop_w = socket.socketpair()  # wakes the request thread for stop()
         self._last_publish = 0.0
         self._last_ok: bool | None = None
 
@@ -79,7 +83,6 @@ class DcsProxy:
         self.publisher = Publisher(self.loop.ctx, pub_path(run_dir, Service.DCS_PROXY), group=self.runtime.group)
         self.backend.start()
         self._request_thread = start_thread("dcs_proxy-requests", self._serve_requests)
-        self.loop.call_later(HEARTBEAT_CHECK_S, self._heartbeat, repeat=True)
         self.changed()
         log.info("dcs_proxy serving %s (backend %s)", self.router.path, self.backend.name)
 
@@ -88,9 +91,10 @@ class DcsProxy:
         assert router is not None
         poller = zmq.Poller()
         poller.register(router.socket, zmq.POLLIN)
+        poller.register(self._stop_r.fileno(), zmq.POLLIN)
         while not self._stopping.is_set():
             try:
-                if poller.poll(REQUEST_POLL_MS):
+                if dict(poller.poll()).get(router.socket):
                     router.process()
             except zmq.ZMQError as exc:
                 if self._stopping.is_set():
@@ -116,16 +120,39 @@ class DcsProxy:
         if view["ok"] != self._last_ok:
             log.info("DCS view is %s", "current" if view["ok"] else "NOT current")
             self._last_ok = view["ok"]
+        self._arm_check()
 
-    def _heartbeat(self) -> None:
-        due = time.monotonic() - self._last_publish >= HEARTBEAT_S - HEARTBEAT_CHECK_S / 2
+    def _arm_check(self) -> None:
+        """Loop thread: one timer for the next heartbeat, or for when the backend's health may flip unannounced."""
+        if self._check_timer is not None:
+            self._check_timer.cancelled = True
+        if self.loop.stopping:
+            self._check_timer = None
+            return
+        delay = self._last_publish + HEARTBEAT_S - time.monotonic()
+        health_in = self.backend.health_check_in()
+        if health_in is not None:
+            delay = min(delay, health_in)
+        self._check_timer = self.loop.call_later(max(0.0, delay), self._check)
+
+    def _check(self) -> None:
+        self._check_timer = None
+        due = time.monotonic() - self._last_publish >= HEARTBEAT_S - 0.001
         if due or self.backend.is_healthy() != self._last_ok:
             self.changed()
+        else:
+            self._arm_check()
 
     def stop(self) -> None:
         self._stopping.set()
+        try:
+            self._stop_w.send(b"\0")
+        except OSError:
+            pass
         if self._request_thread is not None:
             self._request_thread.join()
+        self._stop_r.close()
+        self._stop_w.close()
         if self.router is not None:
             self.router.close()
         if self.publisher is not None:

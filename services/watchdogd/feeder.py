@@ -111,6 +111,8 @@ class Feeder:
         if why is not None:
             return self._not_active(f"software fence unusable: {why}")
         was_active = self.state.active and self.state.driver == SOFTWARE
+        if not was_active:
+            self.fence.prepare()
         self.state = core.armed(self.state, SOFTWARE, timeout, self._wall(), self._mono())
         if not was_active:
             log.info("software fence armed: PostgreSQL in %s is killed %.1f s after the last keepalive",
@@ -178,6 +180,14 @@ class Feeder:
         return self.fence.unusable_reason() is None
 
     # --- the fence's timer and shutdown ------------------------------------------------------------
+
+    def next_check(self) -> float | None:
+        """When (time.monotonic()) the fence's timer must call check(): its deadline while the software fence is
+        active; None when nothing is due (disarmed, fired, or the device fires by itself)."""
+        s = self.state
+        if s.active and s.driver == SOFTWARE and s.due is not None:
+            return s.due
+        return None
 
     def check(self) -> None:
         """Called by the loop's timer (and before each request): fence PostgreSQL once the deadline passed."""

@@ -3,6 +3,9 @@
 
 The target is only ever the postmaster named by <data_dir>/postmaster.pid, and only once psutil confirms
 that the pid is a running postgres postmaster of that very data directory.
+
+psutil is imported when the fence is armed (Fence.prepare()), not at start: a watchdogd that never arms the
+software fence (watchdog off, or a device) never loads it.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 POSTMASTER_NAMES = ("postgres", "postmaster")
 
@@ -43,6 +48,8 @@ def data_dir_argument(cmdline: list[str]) -> str | None:
 
 def verify(pid: int, data_dir: str) -> tuple[psutil.Process | None, str]:
     """The process if `pid` is a running postgres postmaster of `data_dir`; otherwise None and why not."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -84,6 +91,10 @@ class Fence:
         self._euid = euid
         self._kill = kill
 
+    def prepare(self) -> None:
+        """Load what firing needs now, so that firing does not wait for an import."""
+        import psutil  # noqa: F401
+
     def target(self) -> tuple[psutil.Process | None, str]:
         if not self.data_dir:
             return None, "no data directory"
@@ -118,6 +129,8 @@ class Fence:
 
     def fire(self) -> FenceResult:
         """SIGSTOP the postmaster (no new children), collect its children, then SIGKILL them all."""
+        import psutil
+
         proc, why = self.target()
         if proc is None:
             return FenceResult(None, (), why)

@@ -63,6 +63,8 @@ from shared.config import NodeConfig
 
 OnChange = Callable[[], None]
 
+HEALTH_POLL_S = 0.25  # how often dcs_proxy asks is_healthy() of a backend that cannot say when it may change
+
 
 class DCSUnavailable(Exception):
     """The DCS cannot be reached, has no quorum, or did not answer in time. dcs_proxy answers `unavailable`."""
@@ -119,6 +121,12 @@ class Backend(ABC):
     @abstractmethod
     def is_healthy(self) -> bool:
         """Whether the DCS is reachable now, so that a view read now is current and writes can succeed."""
+
+    def health_check_in(self) -> float | None:
+        """Seconds until is_healthy() may change without on_change() being called (a time-based staleness, a
+        status polled from a library); None when every change of health calls on_change(). dcs_proxy looks
+        again at that moment; this default makes it look every HEALTH_POLL_S."""
+        return HEALTH_POLL_S
 
     @abstractmethod
     def load(self) -> Snapshot:

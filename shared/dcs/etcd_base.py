@@ -66,6 +66,11 @@ class WatchingBackend(Backend):
     def is_healthy(self) -> bool:
         return self.cache.is_healthy(HEALTH_STALE_S)
 
+    def health_check_in(self) -> float | None:
+        """Healthy turns unhealthy by itself HEALTH_STALE_S after the last contact; every other flip of
+        `current` calls on_change (KeyCache.set_current)."""
+        return self.cache.stale_in(HEALTH_STALE_S)
+
     def load(self) -> Snapshot:
         return self.cache.snapshot(self.name)
 

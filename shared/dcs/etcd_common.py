@@ -226,3 +226,9 @@ class KeyCache:
 
     def is_healthy(self, stale_s: float) -> bool:
         return self.current and not self.closed and time.monotonic() - self.last_contact < stale_s
+
+    def stale_in(self, stale_s: float) -> float | None:
+        """Seconds until is_healthy(stale_s) turns false for want of contact; None while it is false already."""
+        if not self.is_healthy(stale_s):
+            return None
+        return max(0.0, self.last_contact + stale_s - time.monotonic())

@@ -28,7 +28,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncOb
 
 from shared.config import NodeConfig
 from shared.dcs import kv
-from shared.dcs.base import BackendError, DCSUnavailable, OnChange
+from shared.dcs.base import HEALTH_POLL_S, BackendError, DCSUnavailable, OnChange
 from shared.dcs.kvbackend import COMMANDS, KVBackend
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,14 @@ class RaftBackend(KVBackend):
 
     def is_healthy(self) -> bool:
         return self.health().healthy
+
+    def health_check_in(self) -> float | None:
+        """Every flip seen by a tick calls on_change (_on_tick); only ticks that stop coming (and start again) go
+        unannounced."""
+        health = self.health()
+        if health.healthy:
+            return max(0.0, health.at + HEALTH_STALE_S - time.monotonic())
+        return HEALTH_POLL_S if self._health.healthy else None  # stale: the next tick flips it back silently
 
     def _check_readable(self) -> None:
         if not self.health().ready:
