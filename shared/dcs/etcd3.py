@@ -15,8 +15,9 @@ status means: etcd3_grpc.py).
   lease; release_leader = value == name -> delete; write/delete with a version = mod_revision == version.
 - Reads: a range read of the prefix, then a watch from the next revision feeds the cache (etcd_common.KeyCache);
   load() refuses while the watch is not running. A second thread asks every POLL_INTERVAL_S for the TTL left
-  of the leases the cached keys carry (LeaseTimeToLive, whole seconds), which also proves contact: without
-  any answer for HEALTH_STALE_S the watch is moved to the next endpoint.
+  of the leader key's lease, and every OTHER_LEASES_POLL_S for the other keys' (LeaseTimeToLive, whole
+  seconds; between readings the TTL counts down from the last), which also proves contact: without any answer
+  for HEALTH_STALE_S the watch is moved to the next endpoint.
 - Each write returns once the watch has delivered it (at most WRITE_VISIBLE_S), so load() reads our writes.
 """
 
@@ -65,6 +66,8 @@ from shared.dcs.etcd_config import SETUP_TIMEOUT_S, Endpoint, parse_endpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+OTHER_LEASES_POLL_S = 5.0  # the member keys' TTL left is informational: asking less often keeps an idle node quiet
 
 
 class Etcd3Backend(WatchingBackend):
@@ -327,11 +330,12 @@ class Etcd3Backend(WatchingBackend):
         leases = self.cache.leases()
         try:
             metadata = connection.metadata(SETUP_TIMEOUT_S)
-            for lease in leases:
+            due = self.cache.leases_due(OTHER_LEASES_POLL_S)
+            for lease in due:
                 request = etcdrpc.LeaseTimeToLiveRequest(ID=lease)
                 reply = connection.lease.LeaseTimeToLive(request, timeout=SETUP_TIMEOUT_S, metadata=metadata)
                 self.cache.note_lease(lease, max(0.0, float(reply.TTL)))
-            if not leases:
+            if not due:
                 request = etcdrpc.RangeRequest(key=self._key("leader"), count_only=True)
                 connection.kv.Range(request, timeout=SETUP_TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as exc:

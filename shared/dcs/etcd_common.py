@@ -206,6 +206,21 @@ class KeyCache:
         with self._cond:
             return {k.lease for k in self._keys.values() if k.lease}
 
+    def leases_due(self, others_every_s: float) -> set[int]:
+        """The leases whose TTL left to ask for now: the leader key's always (the lock's expiry matters), the
+        others' (member keys: informational) when their last reading is `others_every_s` old or missing."""
+        now = time.monotonic()
+        with self._cond:
+            leader = self._keys.get("leader")
+            due = set()
+            for key in self._keys.values():
+                if not key.lease:
+                    continue
+                known = self._leases.get(key.lease)
+                if key is leader or known is None or now - known[1] >= others_every_s:
+                    due.add(key.lease)
+            return due
+
     def forget_leases(self, keep: set[int]) -> None:
         with self._cond:
             self._leases = {lease: known for lease, known in self._leases.items() if lease in keep}

@@ -315,6 +315,20 @@ def test_the_cache_serves_only_while_current_and_reports_versions_and_ttls() -> 
     assert len(changes) == 2  # became current, then not
 
 
+def test_the_leader_lease_is_always_due_and_the_others_when_their_reading_is_old() -> None:
+    cache = KeyCache(lambda: None)
+    keys = {"leader": CachedKey("n1", 1, lease=7), "members/n1": CachedKey("{}", 2, lease=7)}
+    keys |= {"members/n2": CachedKey("{}", 3, lease=8), "config": CachedKey("{}", 4)}
+    cache.replace(keys, 4)
+    assert cache.leases_due(5.0) == {7, 8}  # nothing read yet
+    cache.note_lease(7, 30.0)
+    cache.note_lease(8, 30.0)
+    assert cache.leases_due(5.0) == {7}  # the leader's lease, every time
+    assert cache.leases_due(0.0) == {7, 8}  # the member's, once its reading is old enough
+    cache.apply({"leader": CachedKey("n2", 5, lease=8)}, [], 5)
+    assert cache.leases_due(5.0) == {8}
+
+
 def test_watch_batches_put_delete_and_remove_directories() -> None:
     cache = KeyCache(lambda: None)
     keys = {"leader": CachedKey("n1", 1), "members/n1": CachedKey("{}", 2), "members/n2": CachedKey("{}", 3)}
