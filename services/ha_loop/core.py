@@ -128,7 +128,8 @@ def _configure_step(s: Snapshot, m: Memory) -> list[a.Action]:
     """Send the dynamic configuration to postmaster when it changed (F1: applied on the next cycle)."""
     if s.cluster is None or s.pg is None:
         return []
-    dynamic = s.cluster.config.data if s.cluster.config is not None else dict(s.facts.bootstrap_dcs)
+    # A51: while /config is missing, its last known value (bootstrap.dcs if none was ever read), not a step back
+    dynamic = s.cluster.config.data if s.cluster.config is not None else dict(s.dynamic.source)
     return [a.PgConfigure(dynamic)] if fingerprint(dynamic) != m.configured else []
 
 

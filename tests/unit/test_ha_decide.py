@@ -507,6 +507,14 @@ def test_leader_restores_a_missing_config_key_A51() -> None:
     assert a.WriteConfig(edited) in d.actions
 
 
+def test_a_vanished_config_key_does_not_send_bootstrap_values_to_postgresql_A51() -> None:
+    edited = {"ttl": 30, "postgresql": {"parameters": {"max_connections": 200}}}
+    configured = replace(CONFIGURED, configured=json.dumps(edited, sort_keys=True))
+    keys = {"initialize": KeyValue("7000", 1), "leader": KeyValue("n2", 2)}
+    d = decide(snap(Cluster.from_keys(keys), make_pg(), dcs=edited), configured)
+    assert not any(isinstance(x, a.PgConfigure) for x in d.actions)
+
+
 def test_a_primary_that_takes_the_lock_after_a_wipe_restores_initialize_and_config_together_A51() -> None:
     d = decide(snap(Cluster.from_keys({}), make_pg(role="master", sysid="7000"), peers={}, dcs={"ttl": 25}), CONFIGURED)
     assert kinds(d)[:3] == ["TakeLeader", "Initialize", "WriteConfig"] and a.WriteConfig({"ttl": 25}) in d.actions
