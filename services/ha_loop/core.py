@@ -98,7 +98,9 @@ def decide(s: Snapshot, m: Memory) -> Decision:
     if p.m.reload_pending and pg.running:
         extra.append(a.PgReload())
     if not s.paused and pg.running and pg.accepting:  # C34: in pause no slot is dropped
-        wanted, ignore = slots.desired(s), slots.ignore_matchers(s)
+        following = failsafe.virtual_leader(s, p.m) if cluster.leader is None else None
+        posted = dict(following.slots) if following is not None and following.slots else None  # C85
+        wanted, ignore = slots.desired(s, posted), slots.ignore_matchers(s)
         if slots_fingerprint(wanted, ignore) != p.m.slots_sent:
             extra.append(a.PgSyncSlots(wanted, ignore))
     holding = cluster.leader_name == s.me

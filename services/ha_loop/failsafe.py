@@ -15,6 +15,7 @@ from typing import Any
 
 from services.ha_loop import actions as a
 from services.ha_loop.decision import Decision, FailsafeLeader, Memory, Reason, Snapshot
+from services.ha_loop.slots import published_positions
 from services.ha_loop.views import PgView
 from shared.model import Cluster
 from shared.model.member import parse_bool, slot_name_from_member_name
@@ -71,9 +72,10 @@ def is_active(s: Snapshot, m: Memory) -> bool:
 
 
 def call_body(s: Snapshot) -> dict[str, Any]:
-    """D33: the caller's name, conn_url, api_url and slots (its own physical slot at its current position)."""
+    """D33: the caller's name, conn_url, api_url and slots: the permanent slots' positions (as /status has
+    them) and its own physical slot at its current position, for the replicas to advance theirs (C85)."""
     assert s.pg is not None
-    slots: dict[str, int] = {}
+    slots: dict[str, int] = dict(published_positions(s) or {})
     if s.pg.wal_position is not None:
         slots[slot_name_from_member_name(s.me)] = s.pg.wal_position
     return {"name": s.me, "conn_url": s.facts.conn_url, "api_url": s.facts.api_url, "slots": slots}

@@ -43,8 +43,9 @@ def permanent_slots(s: Snapshot) -> dict[str, dict[str, Any]]:
     return result
 
 
-def desired(s: Snapshot) -> dict[str, dict[str, Any]]:
-    """The slots this node keeps now; on a replica, with the positions to advance them to."""
+def desired(s: Snapshot, positions: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """The slots this node keeps now; on a replica, with the positions to advance them to: those the leader
+    publishes in /status, or `positions` (C85: those a failsafe primary posted)."""
     assert s.cluster is not None and s.pg is not None
     if not use_slots(s):
         return {}
@@ -64,7 +65,8 @@ def desired(s: Snapshot) -> dict[str, dict[str, Any]]:
             slots[slot_name_from_member_name(member.name)] = {"type": "physical"}
     if s.facts.tags.nofailover and not primary:
         return slots
-    positions = cluster.status.slots or {}
+    if positions is None:
+        positions = cluster.status.slots or {}
     own = {me, slot_name_from_member_name(me)}
     for name, spec in permanent_slots(s).items():
         if name in own:

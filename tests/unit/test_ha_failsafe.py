@@ -183,3 +183,27 @@ def test_an_automatic_leader_says_that_it_lost_the_watchdog_C89() -> None:
     lost = record(ARMED, a.WatchdogKeepalive(), Outcome(ok=False, error_code="unavailable"))
     d = decide(snap(cluster(config={"ttl": 30}), PRIMARY), lost)
     assert d.detail.endswith("the watchdog stopped answering: arming it again")
+
+
+# --- slots carried by POST /failsafe (C85, D33) ---------------------------------------------------------
+
+CDC = {"cdc": {"type": "logical", "database": "postgres", "plugin": "test_decoding"}}
+
+
+def test_the_failsafe_call_carries_the_permanent_slots_positions_D33() -> None:
+    config = {**FAILSAFE, "slots": CDC}
+    pg = replace(PRIMARY, raw={**PRIMARY.raw, "slots": {"cdc": {"type": "logical", "confirmed_flush_lsn": 777}}})
+    s = replace(snap(None, pg, dcs=config), last_cluster=cluster(listed=URLS, config=config))
+    d = decide(s, replace(configured(config), lock_ok=True))
+    assert of(a.CallFailsafe, d)[0].body["slots"] == {"cdc": 777, "n1": 500}
+
+
+def test_a_replica_following_a_failsafe_primary_advances_its_slots_to_the_posted_positions_C85() -> None:
+    config = {**FAILSAFE, "slots": CDC}
+    body = {**BODY, "slots": {"cdc": 900, "n2": 9}}
+    called = failsafe.request(configured(config), body, 1000.0, 30, make_pg(), mode_on=True)[0]
+    unlocked = cluster(leader=None, listed=URLS, config=config)
+    s = snap(unlocked, make_pg(following="n2"), dcs=config, facts=make_facts(use_slots=True))
+    d = decide(s, replace(called, slots_sent=None))
+    assert d.reason == Reason.FAILSAFE_FOLLOW
+    assert of(a.PgSyncSlots, d)[0].slots["cdc"] == {**CDC["cdc"], "lsn": 900}
