@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.ci import skip_unless_ci
 from tests.support.fake_members import (
     NAMES,
     FakeCluster,
@@ -55,7 +56,7 @@ def test_e1_restapi_authentication_is_the_fallback(batman: FakeCluster, tmp_path
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1, which also serves as the CA and as the client's certificate."""
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        skip_unless_ci("openssl")
     base = tmp_path_factory.mktemp("tls")
     cert, key = str(base / "cert.pem"), str(base / "key.pem")
     subprocess.run(

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from tests.support.ci import requires
 from tests.support.haproxy import HAPROXY_BIN, Backend, HAProxy
 from tests.support.pg_helpers import stop_postmaster
 from tests.support.ports import free_port
@@ -28,7 +29,7 @@ from tests.support.postgres import make_shared_tmpdir, pg_bin_dir, run_as_pg
 from tests.support.waiting import wait_until
 from tests.support.writer import Writer
 
-pytestmark = pytest.mark.skipif(not Path(HAPROXY_BIN).exists(), reason="HAProxy is not installed")
+pytestmark = requires(Path(HAPROXY_BIN).exists(), "HAProxy")
 TIMINGS: dict[str, list[float]] = {}
 
 

@@ -19,11 +19,12 @@ from kazoo.security import make_acl
 from shared.config import NodeConfig
 from shared.dcs import get_backend
 from shared.dcs.zookeeper import ZooKeeperBackend
+from tests.support.ci import requires
 from tests.support.exhibitor_server import ExhibitorServer, TcpForwarder
 from tests.support.waiting import wait_until
 from tests.support.zookeeper_server import CLIENT_PRINCIPAL, ZooKeeperServer
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/share/java/zookeeper.jar"), reason="ZooKeeper not installed")
+pytestmark = requires(os.path.exists("/usr/share/java/zookeeper.jar"), "ZooKeeper")
 
 TIMEOUT = 5.0
 TTL = 2.0  # the server allows sessions from 0.5 s
