@@ -5,18 +5,12 @@ answer()."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-import zmq
-
-from shared.protocol import envelope
 from shared.protocol.envelope import Reply
 from shared.protocol.errors import ErrorCode
 from shared.protocol.transport import RouterServer
-
-log = logging.getLogger(__name__)
 
 DEFERRED: dict[str, Any] = {}  # returned by a handler that answers later (compared by identity)
 
@@ -33,26 +27,15 @@ class Pending:
 class DeferringRouter(RouterServer):
     _current: tuple[bytes, ...] = ()
 
-    def process(self, limit: int = 100) -> int:
-        count = 0
-        while count < limit:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            count += 1
-            if len(frames) < 2:
-                self.rejected += 1
-                continue
-            self._current = tuple(frames[:-1])
-            try:
-                reply = self._dispatch(frames[-1])
-            finally:
-                self._current = ()
-            if reply.ok and reply.body is DEFERRED:
-                continue
-            self._send(tuple(frames[:-1]), reply)
-        return count
+    def _handle(self, route: tuple[bytes, ...], payload: bytes) -> None:
+        self._current = route
+        try:
+            reply = self._dispatch(payload)
+        finally:
+            self._current = ()
+        if reply.ok and reply.body is DEFERRED:
+            return
+        self._send(route, reply)
 
     def defer(self, request_id: str, op: str) -> Pending:
         """Only inside a handler: the reply to the request being handled will be sent by answer()."""
@@ -67,9 +50,3 @@ class DeferringRouter(RouterServer):
         else:
             reply = Reply(id=pending.request_id, ok=True, body=body or {})
         self._send(pending.frames, reply)
-
-    def _send(self, frames: tuple[bytes, ...], reply: Reply) -> None:
-        try:
-            self.socket.send_multipart([*frames, envelope.encode_reply(reply)], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # the peer went away
-            log.debug("reply to %r dropped: %s", frames[:1], exc)

@@ -103,13 +103,18 @@ class RouterServer:
             if len(frames) < 2:
                 self.rejected += 1
                 continue
-            identity, route, payload = frames[0], frames[1:-1], frames[-1]
-            reply = self._dispatch(payload)
-            try:
-                self.socket.send_multipart([identity, *route, envelope.encode_reply(reply)], zmq.NOBLOCK)
-            except zmq.ZMQError as exc:  # the peer went away
-                log.debug("reply to %r dropped: %s", identity, exc)
+            self._handle(tuple(frames[:-1]), frames[-1])
         return count
+
+    def _handle(self, route: tuple[bytes, ...], payload: bytes) -> None:
+        """One request: `route` is the peer's identity and the frames before the payload."""
+        self._send(route, self._dispatch(payload))
+
+    def _send(self, route: tuple[bytes, ...], reply: Reply) -> None:
+        try:
+            self.socket.send_multipart([*route, envelope.encode_reply(reply)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer went away
+            log.debug("reply to %r dropped: %s", route[:1], exc)
 
     def _dispatch(self, payload: bytes) -> Reply:
         try:

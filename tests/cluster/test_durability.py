@@ -20,7 +20,7 @@ import psutil
 import psycopg2
 import pytest
 
-from tests.support.cluster import SUPERUSER, Cluster, Node, running_cluster
+from tests.support.cluster import SUPERUSER, Cluster, Node, freeze_then_kill, running_cluster
 from tests.support.dcs_servers import make_server
 from tests.support.haproxy import HAProxy, backends_for
 from tests.support.waiting import wait_until
@@ -72,12 +72,7 @@ def more_commits(writer: Writer, count: int = 50, timeout: float = 60) -> None:
 def kill_together(nodes: list[Node]) -> None:
     """Freeze every process of every node, then SIGKILL them all: the nodes die at the same moment."""
     procs = [p for node in nodes for p in node.all_processes()]
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.send_signal(signal.SIGSTOP)
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.send_signal(signal.SIGKILL)
+    freeze_then_kill(procs)
     psutil.wait_procs(procs, timeout=10)
     for node in nodes:
         if node.proc is not None:

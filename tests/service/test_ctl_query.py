@@ -4,16 +4,14 @@ server), the SQL runs on its host and port; rows, errors and formats as patronic
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.fake_members import NAMES, FakeCluster, config_file, havenctl, node
-from tests.support.pg_helpers import stop_postmaster
+from tests.support.pg_helpers import trust_primary
 from tests.support.ports import free_port
-from tests.support.postgres import make_shared_tmpdir, pg_bin_dir, run_as_pg
 
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
@@ -21,18 +19,8 @@ TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[int]:
     """A throwaway primary on 127.0.0.1 with trust authentication; its port."""
-    base = make_shared_tmpdir("haven-ctl-query-")
-    data, port = base / "data", free_port()
-    bindir = pg_bin_dir()
-    init = run_as_pg([f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-    assert init.returncode == 0, init.stderr
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    started = run_as_pg([f"{bindir}/pg_ctl", "start", "-D", str(data), "-w", "-t", "30", "-l", str(base / "log"),
-                         "-o", options])  # fmt: skip
-    assert started.returncode == 0, started.stderr + started.stdout
-    yield port
-    stop_postmaster(data)
-    shutil.rmtree(base, ignore_errors=True)
+    with trust_primary("haven-ctl-query-") as port:
+        yield port
 
 
 @pytest.fixture

@@ -213,21 +213,54 @@ class Node:
             self._client = None
 
 
+# --- fixtures shared by the postmaster stories (test_postmaster_*.py) -------------------------------------
+
+
+@contextlib.contextmanager
+def zmq_context() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)
+
+
+@contextlib.contextmanager
+def story_dir(prefix: str, timings: str = "") -> Iterator[Path]:
+    """A directory for one story's nodes; every postmaster under it is stopped at the end, and the TIMINGS whose
+    names start with `timings` are printed."""
+    path = make_shared_tmpdir(prefix)
+    try:
+        yield path
+    finally:
+        for data_dir in path.glob("*/data*"):
+            stop_postmaster(data_dir)
+        shutil.rmtree(path, ignore_errors=True)
+        print("\ntimings (s):", {k: round(v, 3) for k, v in TIMINGS.items() if k.startswith(timings)})
+
+
+@contextlib.contextmanager
+def started_node(ctx: zmq.Context[Any], base: Path, name: str, **kw: Any) -> Iterator[Node]:
+    """A postmaster controller (Node's keyword arguments), started; closed and its PostgreSQL stopped at the end."""
+    node = Node(ctx, base, name, **kw)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
+        stop_postmaster(node.data_dir)
+
+
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    path = make_shared_tmpdir("haven-pm-")
-    yield path
-    for data_dir in path.glob("*/data*"):
-        stop_postmaster(data_dir)
-    shutil.rmtree(path, ignore_errors=True)
-    print("\ntimings (s):", {k: round(v, 3) for k, v in TIMINGS.items()})
+    with story_dir("haven-pm-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ A story in file order, on two nodes: rw1 bootstraps with use_pg_rewind on (dynam
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.service.test_postmaster import NO_SLOTS, TIMINGS, Node, wait_state
-from tests.support.pg_helpers import stop_postmaster
-from tests.support.postgres import make_shared_tmpdir
+from tests.service.test_postmaster import NO_SLOTS, TIMINGS, Node, started_node, story_dir, wait_state, zmq_context
 from tests.support.waiting import wait_until
 
 DCS = {"postgresql": {"use_pg_rewind": True, "parameters": {"max_connections": 40}}}
@@ -31,38 +28,28 @@ DCS = {"postgresql": {"use_pg_rewind": True, "parameters": {"max_connections": 4
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    path = make_shared_tmpdir("haven-pmrewind-")
-    yield path
-    for data_dir in path.glob("*/data*"):
-        stop_postmaster(data_dir)
-    shutil.rmtree(path, ignore_errors=True)
-    print("\ntimings (s):", {k: round(v, 3) for k, v in TIMINGS.items() if k.startswith("rw")})
+    with story_dir("haven-pmrewind-", "rw") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 def rw1(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
-    node = Node(ctx, base, "rw1", postgresql=NO_SLOTS, dcs=DCS, initdb=[{"encoding": "UTF8"}])  # wal_log_hints only
-    node.start()
-    yield node
-    node.close()
-    stop_postmaster(node.data_dir)
+    # wal_log_hints only, no data checksums
+    with started_node(ctx, base, "rw1", postgresql=NO_SLOTS, dcs=DCS, initdb=[{"encoding": "UTF8"}]) as node:
+        yield node
 
 
 @pytest.fixture(scope="module")
 def rw2(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
     local = {**NO_SLOTS, "remove_data_directory_on_diverged_timelines": True}
-    node = Node(ctx, base, "rw2", postgresql=local, dcs=DCS)
-    node.start()
-    yield node
-    node.close()
-    stop_postmaster(node.data_dir)
+    with started_node(ctx, base, "rw2", postgresql=local, dcs=DCS) as node:
+        yield node
 
 
 def diverge(new_primary: Node, old_primary: Node, table: str) -> None:

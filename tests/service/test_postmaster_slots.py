@@ -8,7 +8,6 @@ copied with pg.copy_slots and advanced to the primary's confirmed_flush_lsn (C32
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,7 @@ import pytest
 import zmq
 
 from shared.protocol.errors import ErrorCode
-from tests.service.test_postmaster import TIMINGS, Node, wait_state
-from tests.support.pg_helpers import stop_postmaster
-from tests.support.postgres import make_shared_tmpdir
+from tests.service.test_postmaster import TIMINGS, Node, started_node, story_dir, wait_state, zmq_context
 from tests.support.waiting import wait_until
 
 DCS = {"postgresql": {"parameters": {"max_connections": 40, "wal_level": "logical"}}}
@@ -28,29 +25,21 @@ LOGICAL = {"type": "logical", "database": "postgres", "plugin": "test_decoding"}
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    path = make_shared_tmpdir("haven-pmslots-")
-    yield path
-    for data_dir in path.glob("*/data*"):
-        stop_postmaster(data_dir)
-    shutil.rmtree(path, ignore_errors=True)
-    print("\ntimings (s):", {k: round(v, 3) for k, v in TIMINGS.items() if k.startswith("slot")})
+    with story_dir("haven-pmslots-", "slot") as path:
+        yield path
 
 
 def node_fixture(name: str) -> Any:
     @pytest.fixture(scope="module")
     def fixture(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
-        node = Node(ctx, base, name, dcs=DCS)
-        node.start()
-        yield node
-        node.close()
-        stop_postmaster(node.data_dir)
+        with started_node(ctx, base, name, dcs=DCS) as node:
+            yield node
 
     return fixture
 

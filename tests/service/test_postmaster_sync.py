@@ -7,7 +7,6 @@ standby is down and completes when it returns; a strict bootstrap with '*' never
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,45 +17,42 @@ import pytest
 import zmq
 
 from shared.protocol.errors import ErrorCode
-from tests.service.test_postmaster import NO_SLOTS, SU_PASSWORD, TIMINGS, Node, wait_state
+from tests.service.test_postmaster import (
+    NO_SLOTS,
+    SU_PASSWORD,
+    Node,
+    started_node,
+    story_dir,
+    wait_state,
+    zmq_context,
+)
 from tests.support.pg_helpers import stop_postmaster
-from tests.support.postgres import make_shared_tmpdir, pg_bin_dir
+from tests.support.postgres import pg_bin_dir
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
-    path = make_shared_tmpdir("haven-pmsync-")
-    yield path
-    for data_dir in path.glob("*/data*"):
-        stop_postmaster(data_dir)
-    shutil.rmtree(path, ignore_errors=True)
-    print("\ntimings (s):", {k: round(v, 3) for k, v in TIMINGS.items() if k.startswith("sync")})
+    with story_dir("haven-pmsync-", "sync") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 def sync1(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
-    node = Node(ctx, base, "sync1", postgresql=NO_SLOTS)
-    node.start()
-    yield node
-    node.close()
-    stop_postmaster(node.data_dir)
+    with started_node(ctx, base, "sync1", postgresql=NO_SLOTS) as node:
+        yield node
 
 
 @pytest.fixture(scope="module")
 def sync2(ctx: zmq.Context[Any], base: Path) -> Iterator[Node]:
-    node = Node(ctx, base, "sync2", postgresql=NO_SLOTS)
-    node.start()
-    yield node
-    node.close()
-    stop_postmaster(node.data_dir)
+    with started_node(ctx, base, "sync2", postgresql=NO_SLOTS) as node:
+        yield node
 
 
 def set_sync(node: Node, mode: str, num: int, names: list[str], strict: bool = False) -> str:

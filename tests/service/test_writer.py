@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import shutil
 import socket
 import threading
 import time
@@ -23,9 +22,8 @@ import pytest
 
 from tests.support.ci import requires
 from tests.support.haproxy import HAPROXY_BIN, Backend, HAProxy
-from tests.support.pg_helpers import stop_postmaster
+from tests.support.pg_helpers import trust_primary
 from tests.support.ports import free_port
-from tests.support.postgres import make_shared_tmpdir, pg_bin_dir, run_as_pg
 from tests.support.waiting import wait_until
 from tests.support.writer import Writer
 
@@ -36,24 +34,10 @@ TIMINGS: dict[str, list[float]] = {}
 @pytest.fixture(scope="module")
 def pg_port() -> Iterator[int]:
     """A throwaway primary on 127.0.0.1 with trust authentication; its port."""
-    base = make_shared_tmpdir("haven-writer-")
-    data, port = base / "data", free_port()
-    bindir = pg_bin_dir()
-    init = run_as_pg([f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-    assert init.returncode == 0, init.stderr
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    started = run_as_pg([f"{bindir}/pg_ctl", "start", "-D", str(data), "-w", "-t", "30", "-l", str(base / "log"),
-                         "-o", options])  # fmt: skip
-    assert started.returncode == 0, started.stderr + started.stdout
-    try:
+    with trust_primary("haven-writer-") as port:
         yield port
-    finally:
-        stop_postmaster(data)
-        shutil.rmtree(base, ignore_errors=True)
-        if TIMINGS:
-            print(
-                "\nHAProxy timings (s): " + ", ".join(f"{k}={[round(v, 3) for v in vs]}" for k, vs in TIMINGS.items())
-            )
+    if TIMINGS:
+        print("\nHAProxy timings (s): " + ", ".join(f"{k}={[round(v, 3) for v in vs]}" for k, vs in TIMINGS.items()))
 
 
 def sql(port: int, query: str, *args: Any, dbname: str = "postgres") -> list[tuple[Any, ...]]:

@@ -40,6 +40,16 @@ def havenctl_binary() -> str:
     return str(candidate) if candidate.exists() else "havenctl"
 
 
+def freeze_then_kill(procs: list[psutil.Process]) -> None:
+    """SIGSTOP every process first, then SIGKILL them all: none of them gets to react to the others' death."""
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGSTOP)
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGKILL)
+
+
 class NodeDied(Exception):
     pass
 
@@ -185,12 +195,7 @@ class Node:
     def kill_all(self) -> None:
         """Node loss: freeze every process of the node, then SIGKILL them all (no one gets to react)."""
         procs = self.all_processes()
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGSTOP)
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGKILL)
+        freeze_then_kill(procs)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)

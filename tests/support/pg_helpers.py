@@ -6,15 +6,18 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from tests.support.postgres import is_root, pg_bin_dir, run_as_pg
+from tests.support.ports import free_port
+from tests.support.postgres import is_root, make_shared_tmpdir, pg_bin_dir, run_as_pg
 
 
 def pg_user_popen_kwargs() -> dict[str, Any]:
@@ -75,3 +78,23 @@ def stop_postmaster(data_dir: str | Path, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     run_as_pg([f"{pg_bin_dir()}/pg_ctl", "stop", "-D", str(data_dir), "-m", "immediate", "-w", "-t", "10"])
+
+
+@contextlib.contextmanager
+def trust_primary(prefix: str) -> Iterator[int]:
+    """A throwaway primary on 127.0.0.1 with trust authentication and fsync off; yields its port, stops it at
+    the end and removes its directory."""
+    base = make_shared_tmpdir(prefix)
+    data, port = base / "data", free_port()
+    bindir = pg_bin_dir()
+    init = run_as_pg([f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+    assert init.returncode == 0, init.stderr
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    started = run_as_pg([f"{bindir}/pg_ctl", "start", "-D", str(data), "-w", "-t", "30", "-l", str(base / "log"),
+                         "-o", options])  # fmt: skip
+    assert started.returncode == 0, started.stderr + started.stdout
+    try:
+        yield port
+    finally:
+        stop_postmaster(data)
+        shutil.rmtree(base, ignore_errors=True)
