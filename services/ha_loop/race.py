@@ -101,6 +101,8 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     waiting = _wait_for_the_primary_after_a_wipe(p, s, extra)
     if waiting is not None:
         return waiting
+    if pg.is_primary:
+        return _running_primary(p, s, extra, failover)
     names = _racers(s)
     if s.peers is None and names:
         return p.probe(names)
@@ -119,6 +121,23 @@ def unlocked(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             )
         return p.done(
             Reason.NOT_HEALTHIEST, f"following a different leader because i am not the healthiest node ({why})", *extra
+        )
+    return _take(p, s, extra, failover)
+
+
+def _running_primary(p: Plan, s: Snapshot, extra: list[a.Action], failover: Failover | None) -> Decision:
+    """A8, A16 [src: patroni/ha.py:Ha.is_healthiest_node]: a running primary is the healthiest node without asking
+    the others (their positions, read later than its own, may show WAL it has already written), unless its
+    timeline is behind the cluster's: then another node was promoted meanwhile, and it must not take the lock back."""
+    assert s.cluster is not None and s.pg is not None
+    timeline, cluster_timeline = s.pg.timeline, s.cluster.timeline
+    if cluster_timeline and timeline is not None and timeline < cluster_timeline:
+        why = f"My timeline {timeline} is behind last known cluster timeline {cluster_timeline}"
+        return p.done(
+            Reason.NOT_HEALTHIEST,
+            f"demoting self because i am not the healthiest node ({why})",
+            *extra,
+            a.PgDemote("immediate-nolock", None),
         )
     return _take(p, s, extra, failover)
 

@@ -396,6 +396,17 @@ def test_running_primary_without_lock_takes_it_back_A16() -> None:
     assert d.detail == "acquired session lock as a leader"
 
 
+def test_running_primary_takes_the_lock_without_asking_the_others_A8_A16() -> None:
+    # [src: patroni/ha.py:Ha.is_healthiest_node] the others' positions are read later than the primary's own one,
+    # so a replica may show WAL the primary has already written: the primary neither probes nor compares
+    unprobed = decide(snap(make_cluster(), make_pg(role="master", wal_position=100), peers=None), CONFIGURED)
+    assert kinds(unprobed)[0] == "TakeLeader" and "ProbePeers" not in kinds(unprobed)
+    ahead = decide(
+        snap(make_cluster(), make_pg(role="master", wal_position=100), peers={"n2": peer("n2", 200)}), CONFIGURED
+    )
+    assert kinds(ahead)[0] == "TakeLeader" and "PgDemote" not in kinds(ahead)
+
+
 def test_stale_primary_on_an_older_timeline_does_not_take_the_lock_A16() -> None:
     history = json.dumps([[1, 100, "no recovery target specified", "2024-01-01T00:00:00+00:00"]])
     d = decide(snap(make_cluster(history=history), make_pg(role="master", timeline=1), peers={}), CONFIGURED)
