@@ -264,6 +264,22 @@ def _start_postgres(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     return p.done(Reason.START_REPLICA, "starting as a secondary", *extra, a.PgStart("replica", _ref(leader_member)))
 
 
+def divergence_unchecked(s: Snapshot) -> bool:
+    """C22: the last start, demote or follow could not tell whether this replica diverged from the leader (the leader
+    was unreachable or still promoting): following it again, one loop_wait later, repeats the check."""
+    assert s.pg is not None
+    op = s.pg.operation
+    return (
+        op is not None
+        and not op.is_running
+        and op.name in ("start", "demote", "follow")
+        and op.result.get("rewind") == "unknown"
+        and s.pg.running
+        and not s.pg.is_primary
+        and (op.finished is None or s.now - op.finished >= s.dynamic.loop_wait)
+    )
+
+
 def _follower(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
     """A17, A24: another node holds the lock; a primary here demotes, a replica follows the leader.
     A42: in pause a second primary is only reported, never demoted."""
@@ -297,7 +313,7 @@ def _follower(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
             *copy,
             memory=mem,
         )
-    if s.pg.following != leader_key.name and target is not None:
+    if (s.pg.following != leader_key.name or divergence_unchecked(s)) and target is not None:
         detail = following
         reason = Reason.FOLLOW
         if p.m.lost_race:

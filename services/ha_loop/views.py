@@ -23,6 +23,7 @@ class Operation:
     state: OpState
     error: str | None = None
     result: Mapping[str, Any] = field(default_factory=dict)
+    finished: float | None = None  # epoch seconds
 
     @classmethod
     def from_wire(cls, raw: Any) -> Operation | None:
@@ -32,9 +33,14 @@ class Operation:
             state = OpState(str(raw.get("state")))
         except ValueError:
             return None
-        result = raw.get("result")
+        result, finished = raw.get("result"), raw.get("finished")
         return cls(
-            str(raw["id"]), str(raw["name"]), state, raw.get("error"), result if isinstance(result, dict) else {}
+            str(raw["id"]),
+            str(raw["name"]),
+            state,
+            raw.get("error"),
+            result if isinstance(result, dict) else {},
+            float(finished) if isinstance(finished, int | float) and not isinstance(finished, bool) else None,
         )
 
     @property

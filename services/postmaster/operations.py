@@ -243,7 +243,7 @@ class Operations:
             overrides=self.overrides(primary=primary),
         )
         pid_file = pg.find_postmaster(self.settings)
-        if pid_file is not None:
+        if pid_file is not None and written.changed:
             pg.send_reload(pid_file.pid)
         return written.changed
 
@@ -274,6 +274,32 @@ class Operations:
             if not self.in_recovery():
                 raise OperationFailed("PostgreSQL runs as a primary: demote it instead")
             self._rewrite_running(primary=False, upstream=upstream)
-            return {"restarted": False}
+            return self.check_running_replica(upstream)
         self.progress.phase("starting")
         return {"restarted": True, **self.start_replica(upstream)}
+
+    def check_running_replica(self, upstream: Upstream | None) -> dict[str, Any]:
+        """C22: a running replica that now follows a new leader may have received WAL past the leader's switchpoint
+        (an asynchronous replica of a primary that died): then it cannot stream from it. It stops, is rewound or
+        removed (C23-C25) and starts again. Result {"rewind": outcome} when the check ran; "unknown" (the leader was
+        unreachable or still promoting) makes ha_loop ask to follow again, which repeats the check."""
+        rewind = Rewind(self.settings, self.dynamic_pg)
+        if upstream is None or not rewind.enabled:
+            return {"restarted": False}
+        diverged = rewind.running_diverged(upstream)
+        if not diverged:
+            return {"restarted": False, "rewind": str(Outcome.UNKNOWN if diverged is None else Outcome.NOT_NEEDED)}
+        log.warning("this replica diverged from %s: stopping it", upstream.name)
+        self.progress.phase("stopping")
+        self.stop_postgres("fast")
+        outcome = rewind.resolve_running_divergence(upstream)
+        result: dict[str, Any] = {"restarted": True, "rewind": str(outcome)}
+        if outcome == Outcome.REMOVED:
+            self.progress.intend(False)
+            return result
+        self.progress.phase("starting")
+        try:
+            self.start_postgres(primary=False, upstream=upstream)
+        except OperationFailed as exc:
+            raise OperationFailed(f"{exc.message} (the data directory diverged: rewind {outcome})", exc.state)
+        return result

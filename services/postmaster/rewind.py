@@ -1,6 +1,6 @@
-"""Before a stopped instance starts as a replica of a leader: did it diverge, and if so pg_rewind or remove it
-(C22-C26, J9; docs/protocol.md, the rewind paragraph). Runs in the worker thread, inside pg.start, pg.demote and
-pg.follow.
+"""Before a stopped instance starts as a replica of a leader, or once a running replica follows a new leader: did
+it diverge, and if so pg_rewind or remove it (C22-C26, J9; docs/protocol.md, the rewind paragraph). Runs in the
+worker thread, inside pg.start, pg.demote and pg.follow.
 
 The check runs when use_pg_rewind or remove_data_directory_on_diverged_timelines is on (C26). It reads the leader's
 timeline and history over a replication connection (the replication user, password from the pgpass file), the local
@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.postmaster import divergence, files, pg, render
-from services.postmaster.core import parse_history_file
+from services.postmaster.core import parse_history_file, parse_lsn
 from services.postmaster.render import Upstream
 from services.postmaster.settings import Settings
 from services.postmaster.sql import Session, SqlError, replication_command
@@ -60,6 +60,7 @@ class Rewind:
         self.settings = settings
         self.dynamic_pg = dynamic_pg
         self.use_rewind = settings.use_pg_rewind(dynamic_pg)
+        self.foreign = False  # running_diverged() found a leader of another cluster
 
     @property
     def enabled(self) -> bool:
@@ -91,6 +92,59 @@ class Rewind:
         if not self._diverged(local, remote):
             return Outcome.NOT_NEEDED
         if not divergence.can_rewind(controldata):
+            return self._resolve(leader, "neither wal_log_hints nor data checksums are on in the data directory")
+        return self._resolve(leader, None)
+
+    def running_diverged(self, leader: Upstream) -> bool | None:
+        """C22 for a running replica that now follows `leader`: is the WAL it received or replayed (IDENTIFY_SYSTEM
+        on itself: its replay timeline, and the end of the WAL it flushed) past the point where the leader's history
+        left that timeline? None when it cannot tell yet: the leader is unreachable or still promoting."""
+        settings = self.settings
+        me = Upstream(settings.name, "", settings.local_host, settings.port)
+        files.write_pgpass(settings, [leader, me], superuser=True)
+        if not self.leader_promoted(leader):
+            return None
+        try:
+            remote = self.leader_timeline(leader)
+            params = settings.remote_conn_params(me.host, me.port, settings.replication)
+            params["application_name"] = "haven-rewind-check"
+            ((sysid, timeline, lsn, *_),) = replication_command(params, ["IDENTIFY_SYSTEM"], timeout=CHECK_TIMEOUT_S)
+            position = divergence.LocalPosition(int(timeline), parse_lsn(str(lsn)) or 0, in_recovery=True)
+        except (SqlError, ValueError, IndexError, TypeError) as exc:
+            log.error("cannot compare this replica's timeline with the one of %s: %s", leader.name, exc)
+            return None
+        if str(sysid) != remote.sysid:
+            log.error("%s belongs to another cluster (system identifier %s, here %s)", leader.name, remote.sysid, sysid)
+            self.foreign = True
+            return True
+        return self._diverged(position, remote)
+
+    def leader_promoted(self, leader: Upstream) -> bool:
+        """The leader took the key before its promotion ended: wait a little for it to leave recovery (A60)."""
+        settings = self.settings
+        users = [settings.superuser, *([settings.rewind] if settings.rewind.get("username") else [])]
+        for user in users:
+            session = Session(settings.remote_conn_params(leader.host, leader.port, user), timeout=CHECK_TIMEOUT_S)
+            try:
+                deadline = time.monotonic() + CHECK_TIMEOUT_S
+                while session.query("SELECT pg_is_in_recovery() AS r")[0]["r"]:
+                    if time.monotonic() >= deadline:
+                        log.warning("%s is still in recovery: the divergence check waits", leader.name)
+                        return False
+                    time.sleep(0.05)
+                return True
+            except SqlError as exc:
+                log.warning("cannot ask %s as %s whether it is in recovery: %s", leader.name, user.get("username"), exc)
+            finally:
+                session.close()
+        return False
+
+    def resolve_running_divergence(self, leader: Upstream) -> Outcome:
+        """After running_diverged() said so and the replica stopped: rewind or remove it (C23-C25). pg_rewind
+        decides from the stopped data directory whether anything must be rewound."""
+        if self.foreign:
+            return self._resolve(leader, f"{leader.name} belongs to another cluster")
+        if not divergence.can_rewind(pg.controldata(self.settings)):
             return self._resolve(leader, "neither wal_log_hints nor data checksums are on in the data directory")
         return self._resolve(leader, None)
 

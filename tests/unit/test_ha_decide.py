@@ -12,7 +12,7 @@ from services.ha_loop import actions as a
 from services.ha_loop.core import Decision, Memory, Outcome, Reason, Snapshot, decide, record
 from services.ha_loop.decision import slots_fingerprint
 from services.ha_loop.status import NodeFacts
-from services.ha_loop.views import PeerStatus, PgView
+from services.ha_loop.views import Operation, OpState, PeerStatus, PgView
 from shared.config.dynamic import effective
 from shared.model import Cluster, KeyValue
 from shared.model.member import LocalTags
@@ -299,6 +299,32 @@ def test_replica_already_following_the_leader_takes_no_action() -> None:
     d = decide(snap(cluster, make_pg(following="n2")), CONFIGURED)
     assert kinds(d) == ["TouchMember"]
     assert d.detail == "no action. I am (n1), a secondary, and following a leader (n2)"
+
+
+@pytest.mark.parametrize(
+    ("name", "rewind", "finished", "follows"),
+    [
+        ("follow", "unknown", 990.0, True),  # loop_wait (10 s) ago: check again
+        ("start", "unknown", 980.0, True),
+        ("follow", "unknown", 995.0, False),  # not before loop_wait has passed
+        ("follow", "not needed", 980.0, False),
+        ("follow", "done", 980.0, False),
+        ("restart", "unknown", 980.0, False),
+    ],
+)
+def test_a_replica_whose_divergence_check_could_not_run_follows_again_C22(
+    name: str, rewind: str, finished: float, follows: bool
+) -> None:
+    cluster = make_cluster(leader="n2", members={"n1": member_value("n1"), "n2": member_value("n2", role="master")})
+    op = Operation("op-7", name, OpState.SUCCEEDED, None, {"rewind": rewind}, finished)
+    d = decide(snap(cluster, make_pg(following="n2", operation=op)), CONFIGURED)
+    assert ("PgFollow" in kinds(d)) is follows
+
+
+def test_an_operation_carries_when_it_finished() -> None:
+    raw = {"id": "x", "name": "follow", "state": "succeeded", "result": {"rewind": "unknown"}, "finished": 12.5}
+    assert Operation.from_wire(raw) == Operation("x", "follow", OpState.SUCCEEDED, None, {"rewind": "unknown"}, 12.5)
+    assert Operation.from_wire({**raw, "finished": None}).finished is None  # type: ignore[union-attr]
 
 
 def test_primary_that_sees_another_leader_demotes_A20() -> None:
