@@ -267,10 +267,12 @@ def _start_postgres(p: Plan, s: Snapshot, extra: list[a.Action]) -> Decision:
 def divergence_unchecked(s: Snapshot) -> bool:
     """C22: the last start, demote or follow could not tell whether this replica diverged from the leader (the leader
     was unreachable or still promoting): following it again, one loop_wait later, repeats the check."""
-    assert s.pg is not None
+    assert s.pg is not None and s.cluster is not None and s.cluster.leader is not None
     op = s.pg.operation
+    leader_role = s.cluster.leader.member.data.get("role")
     return (
-        op is not None
+        leader_role in ("master", "primary")  # a standby leader or one still promoting has nothing to compare with
+        and op is not None
         and not op.is_running
         and op.name in ("start", "demote", "follow")
         and op.result.get("rewind") == "unknown"

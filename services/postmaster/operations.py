@@ -284,8 +284,8 @@ class Operations:
         removed (C23-C25) and starts again. Result {"rewind": outcome} when the check ran; "unknown" (the leader was
         unreachable or still promoting) makes ha_loop ask to follow again, which repeats the check."""
         rewind = Rewind(self.settings, self.dynamic_pg)
-        if upstream is None or not rewind.enabled:
-            return {"restarted": False}
+        if upstream is None or not rewind.enabled or self.dynamic.get("standby_cluster"):
+            return {"restarted": False}  # a standby cluster's leader stays in recovery: nothing to compare with
         diverged = rewind.running_diverged(upstream)
         if not diverged:
             return {"restarted": False, "rewind": str(Outcome.UNKNOWN if diverged is None else Outcome.NOT_NEEDED)}

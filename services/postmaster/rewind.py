@@ -30,6 +30,7 @@ from services.postmaster.sql import Session, SqlError, replication_command
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 5.0
+PROMOTION_WAIT_S = 2.0  # a running replica's check waits this long for a new leader that is still promoting
 _SAVED_FILES = ("postgresql.conf", "postgresql.base.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf")
 _CHECKPOINT_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery, timeline_id AS checkpoint_timeline,
@@ -126,7 +127,7 @@ class Rewind:
         for user in users:
             session = Session(settings.remote_conn_params(leader.host, leader.port, user), timeout=CHECK_TIMEOUT_S)
             try:
-                deadline = time.monotonic() + CHECK_TIMEOUT_S
+                deadline = time.monotonic() + PROMOTION_WAIT_S
                 while session.query("SELECT pg_is_in_recovery() AS r")[0]["r"]:
                     if time.monotonic() >= deadline:
                         log.warning("%s is still in recovery: the divergence check waits", leader.name)

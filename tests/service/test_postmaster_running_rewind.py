@@ -74,3 +74,12 @@ def test_a_running_replica_ahead_of_the_new_leaders_switchpoint_is_rewound_C22_C
     assert rr3.sql("SELECT to_regclass('lost_on_rr1') IS NULL") == [(True,)], "the diverged rows are gone"
     rr2.sql("INSERT INTO shared VALUES (2)")
     wait_until(lambda: rr3.sql("SELECT count(*) FROM shared") == [(2,)], 10, what="rr2's row on rr3")
+
+
+def test_a_check_that_cannot_reach_the_leader_is_unknown_C22(nodes: tuple[Node, Node, Node]) -> None:
+    rr1, rr2, rr3 = nodes  # rr1 is stopped: nothing answers on its port
+    state = rr3.expect_ok("pg.follow", {"leader": rr1.ref()})
+    assert state["operation"]["result"] == {"restarted": False, "rewind": "unknown"}
+    state = rr3.expect_ok("pg.follow", {"leader": rr2.ref()})
+    assert state["operation"]["result"] == {"restarted": False, "rewind": "not needed"}
+    wait_state(rr3, "streaming from rr2 again", replication_state="streaming", following="rr2")

@@ -321,6 +321,13 @@ def test_a_replica_whose_divergence_check_could_not_run_follows_again_C22(
     assert ("PgFollow" in kinds(d)) is follows
 
 
+def test_a_standby_leader_is_not_checked_again_C22() -> None:
+    members = {"n1": member_value("n1"), "n2": member_value("n2", role="standby_leader")}
+    op = Operation("op-7", "follow", OpState.SUCCEEDED, None, {"rewind": "unknown"}, 900.0)
+    d = decide(snap(make_cluster(leader="n2", members=members), make_pg(following="n2", operation=op)), CONFIGURED)
+    assert "PgFollow" not in kinds(d)
+
+
 def test_an_operation_carries_when_it_finished() -> None:
     raw = {"id": "x", "name": "follow", "state": "succeeded", "result": {"rewind": "unknown"}, "finished": 12.5}
     assert Operation.from_wire(raw) == Operation("x", "follow", OpState.SUCCEEDED, None, {"rewind": "unknown"}, 12.5)
