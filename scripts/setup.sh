@@ -30,6 +30,7 @@ if [ "$test_deps" = 1 ]; then
   command -v etcd >/dev/null || packages+=(etcd-server)
   [ -f /usr/share/java/zookeeper.jar ] || packages+=(zookeeper)
   command -v haproxy >/dev/null || packages+=(haproxy)
+  command -v openssl >/dev/null || packages+=(openssl)  # the TLS tests make their certificates with it
 fi
 if [ "$bench_deps" = 1 ]; then
   command -v wrk >/dev/null || packages+=(wrk)

@@ -22,8 +22,9 @@ from services.ha_loop.requests import ControlDesk
 from services.ha_loop.runner import Clients, Runner
 from services.ha_loop.status import NodeFacts, member_data, node_role, patroni_body
 from services.ha_loop.views import PgView
-from shared.config import NodeConfig
+from shared.config import ConfigError, NodeConfig
 from shared.config.dynamic import DynamicConfig, effective
+from shared.config.reread import reread
 from shared.model import Cluster
 from shared.model.cluster_json import synchronous_mode
 from shared.model.member import parse_bool
@@ -33,6 +34,7 @@ from shared.protocol.errors import RemoteError
 from shared.protocol.ops import HA
 from shared.protocol.transport import Client, Publisher, RouterServer, Subscriber
 from shared.runtime import Loop, Runtime, parse_args
+from shared.tls import client_context
 
 log = logging.getLogger("ha_loop")
 
@@ -166,6 +168,7 @@ class Brain:
         self.last_cluster: Cluster | None = None  # the last view read: C84 needs its /failsafe when the DCS is gone
         self.config_data: Mapping[str, Any] | None = None  # the last /config value read (A51)
         self.api_auth = _basic_auth(self.config.data.get("restapi"))
+        self.tls = client_context(self.config.data)  # for https members (D40)
         self.last: Decision | None = None
         self.tick_count = 0
         self.tick_started = 0.0
@@ -261,6 +264,21 @@ class Brain:
                 return None
         return PgView.from_wire(self.pg_state) if self.pg_state is not None else None
 
+    def reread_config(self) -> None:
+        """D31: the node's configuration file and environment again; the tags (member key), the REST API
+        credentials and the client certificate for the other members follow at once. A file that cannot be read or
+        is not valid keeps the configuration we have."""
+        try:
+            config = reread(self.config)
+        except ConfigError as exc:
+            log.error("the configuration was not reloaded: %s", exc)
+            return
+        self.config = config
+        self.facts = facts_from_config(config)
+        self.api_auth = _basic_auth(config.data.get("restapi"))
+        self.tls = client_context(config.data)
+        log.info("reloaded the configuration from %s", config.haven.get("source_config") or "the environment")
+
     def last_pg(self) -> PgView | None:
         return PgView.from_wire(self.pg_state) if self.pg_state is not None else None
 
@@ -288,11 +306,11 @@ class Brain:
         if decision.needs_peers and cluster is not None:
             names = next(x.names for x in decision.actions if isinstance(x, a.ProbePeers))
             listed = cluster.failsafe if isinstance(cluster.failsafe, Mapping) else {}
-            peers = probe_members(race_targets(cluster, names, listed))
+            peers = probe_members(race_targets(cluster, names, listed), tls=self.tls)
             decision = decide(replace(snapshot, peers=peers, now=time.time()), self.memory)
         if decision.needs_failsafe_acks:
             call = next(x for x in decision.actions if isinstance(x, a.CallFailsafe))
-            acks = call_failsafe(call.targets, call.body, self.api_auth)
+            acks = call_failsafe(call.targets, call.body, self.api_auth, tls=self.tls)
             decision = decide(replace(snapshot, failsafe_acks=acks, now=time.time()), self.memory)
         failed = self.execute(decision)
         self.desk.finished(decision.results)

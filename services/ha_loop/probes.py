@@ -7,6 +7,7 @@ import http.client
 import json
 import platform
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -21,11 +22,22 @@ _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
 
 
 def _request(
-    method: str, url: str, timeout: float, path: str | None = None, body: bytes | None = None, auth: str | None = None
+    method: str,
+    url: str,
+    timeout: float,
+    path: str | None = None,
+    body: bytes | None = None,
+    auth: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
+    """tls: the context for https members (shared/tls.py member_client_context)."""
     parsed = urlparse(url)
-    conn_cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(parsed.hostname or "localhost", parsed.port, timeout=timeout)
+    host = parsed.hostname or "localhost"
+    conn: http.client.HTTPConnection
+    if parsed.scheme == "https":
+        conn = http.client.HTTPSConnection(host, parsed.port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection(host, parsed.port, timeout=timeout)
     headers = {"User-Agent": USER_AGENT, "Connection": "close"}
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -42,22 +54,24 @@ def _request(
         conn.close()
 
 
-def fetch_json(url: str, timeout: float) -> Any:
-    return json.loads(_request("GET", url, timeout)[1])
+def fetch_json(url: str, timeout: float, tls: ssl.SSLContext | None = None) -> Any:
+    return json.loads(_request("GET", url, timeout, tls=tls)[1])
 
 
-def _probe(name: str, api_url: str | None, timeout: float) -> PeerStatus:
+def _probe(name: str, api_url: str | None, timeout: float, tls: ssl.SSLContext | None) -> PeerStatus:
     if not api_url:
         return PeerStatus.unreachable(name)
     try:
-        return PeerStatus.from_patroni(name, fetch_json(api_url, timeout))
+        return PeerStatus.from_patroni(name, fetch_json(api_url, timeout, tls))
     except (OSError, ValueError, http.client.HTTPException):
         return PeerStatus.unreachable(name)
 
 
-def probe_members(targets: Iterable[tuple[str, str | None]], timeout: float = 2.0) -> dict[str, PeerStatus]:
+def probe_members(
+    targets: Iterable[tuple[str, str | None]], timeout: float = 2.0, tls: ssl.SSLContext | None = None
+) -> dict[str, PeerStatus]:
     """All (name, api_url) at once; whoever has not answered within `timeout` counts as unreachable (no retries)."""
-    futures = {_pool.submit(_probe, name, url, timeout): name for name, url in targets}
+    futures = {_pool.submit(_probe, name, url, timeout, tls): name for name, url in targets}
     done, _ = wait(futures, timeout=timeout + 0.5)
     result = {name: PeerStatus.unreachable(name) for name in futures.values()}
     for future in done:
@@ -66,11 +80,11 @@ def probe_members(targets: Iterable[tuple[str, str | None]], timeout: float = 2.
     return result
 
 
-def _failsafe_call(api_url: str, data: bytes, timeout: float, auth: str | None) -> bool:
+def _failsafe_call(api_url: str, data: bytes, timeout: float, auth: str | None, tls: ssl.SSLContext | None) -> bool:
     """D33: success is exactly 200 with the body `Accepted`; one retry."""
     for _ in range(2):
         try:
-            status, body = _request("POST", api_url, timeout, path="/failsafe", body=data, auth=auth)
+            status, body = _request("POST", api_url, timeout, path="/failsafe", body=data, auth=auth, tls=tls)
         except (OSError, http.client.HTTPException):
             continue
         return status == 200 and body.decode(errors="replace") == "Accepted"
@@ -78,11 +92,15 @@ def _failsafe_call(api_url: str, data: bytes, timeout: float, auth: str | None) 
 
 
 def call_failsafe(
-    targets: Iterable[tuple[str, str]], body: Mapping[str, Any], auth: str | None = None, timeout: float = 2.0
+    targets: Iterable[tuple[str, str]],
+    body: Mapping[str, Any],
+    auth: str | None = None,
+    timeout: float = 2.0,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, bool]:
     """POST /failsafe to every (name, api_url) at once (C84)."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    futures = {_pool.submit(_failsafe_call, url, data, timeout, auth): name for name, url in targets}
+    futures = {_pool.submit(_failsafe_call, url, data, timeout, auth, tls): name for name, url in targets}
     done, _ = wait(futures, timeout=2 * timeout + 0.5)
     result = dict.fromkeys(futures.values(), False)
     for future in done:

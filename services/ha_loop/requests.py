@@ -135,6 +135,7 @@ class ControlDesk:
         return {"status": status, "message": message}
 
     def reload(self, body: dict[str, Any], req: Request) -> dict[str, Any]:
+        self.brain.reread_config()
         self.brain.memory, status, message = controls.request_reload(self.brain.memory)
         return {"status": status, "message": message}  # D31: no wake-up; the next regular tick reloads
 

@@ -25,6 +25,7 @@ from shared.runtime import start_thread
 
 if TYPE_CHECKING:
     from services.postmaster.main import Controller
+    from services.postmaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,16 @@ _NOTHING: dict[str, Any] = {"created": [], "dropped": [], "advanced": []}
 class Live:
     def __init__(self, controller: Controller) -> None:
         self._c = controller
-        self._settings = controller.settings
         self._sql = Worker("postmaster-sql")
         self.advancer = Advancer(
-            self._settings, lambda stale: controller.loop.call_from_thread(lambda: self._stale(stale))
+            controller.settings, lambda stale: controller.loop.call_from_thread(lambda: self._stale(stale))
         )
         self._synced_start: str | None = None  # the postmaster start time the desired slots were applied for
         self._resyncing = False
+
+    @property
+    def _settings(self) -> Settings:
+        return self._c.settings  # a reload may replace them (D31)
 
     def start(self) -> None:
         self._sql.start()

@@ -34,9 +34,11 @@ from services.postmaster.operations import OperationFailed, Operations
 from services.postmaster.pending import changed_postmaster_settings
 from services.postmaster.render import Upstream
 from services.postmaster.requests import Job, Requests
-from services.postmaster.settings import Settings
+from services.postmaster.settings import NEEDS_NODE_RESTART, Settings
 from services.postmaster.worker import LoopProgress, Worker
 from shared import log as haven_log
+from shared.config import ConfigError
+from shared.config.reread import reread
 from shared.protocol.endpoints import Service, Topic, pub_path, router_path
 from shared.protocol.envelope import Request
 from shared.protocol.errors import ErrorCode, OpError
@@ -67,6 +69,7 @@ _WRITES_PGDATA = frozenset({"pg.bootstrap", "pg.clone", "pg.reinitialize"})  # n
 class Controller:
     def __init__(self, runtime: Runtime, loop: Loop) -> None:
         self.loop = loop
+        self.config = runtime.config
         self.settings = Settings.from_config(runtime.config, runtime.run_dir)
         self.dynamic: dict[str, Any] = files.read_dynamic(self.settings) or copy.deepcopy(
             dict(self.settings.bootstrap_dcs)
@@ -240,12 +243,33 @@ class Controller:
         return {"reloaded": reloaded, "pending_restart": self._pending}
 
     def reload(self) -> dict[str, Any]:
-        """pg.reload: rewrite the files and reload, even when nothing changed (C46)."""
+        """pg.reload: re-read the node's configuration (D31), rewrite the files and reload, even when nothing
+        changed (C46)."""
         self._require_idle()
         if pg.find_postmaster(self.settings) is None:
             raise OpError(ErrorCode.PRECONDITION_FAILED, "PostgreSQL is not running")
+        self.reread_config()
         reloaded = self._apply_config(force_reload=True)
         return {"reloaded": reloaded, "pending_restart": self._compute_pending()}
+
+    def reread_config(self) -> None:
+        """D31: the postgresql section again, from the node's configuration file and environment. What PostgreSQL's
+        files are made of (parameters, pg_hba, pg_ident, recovery settings, use_slots, use_pg_rewind, the
+        remove_data_directory flags, timeouts) is taken at once; where PostgreSQL listens, its directories, binaries
+        and credentials are what the monitor and the open sessions use, and change only when the node restarts."""
+        try:
+            config = reread(self.config)
+        except ConfigError as exc:
+            log.error("the configuration was not reloaded: %s", exc)
+            return
+        fresh = Settings.from_config(config, self.settings.run_dir)
+        ignored = [f for f in NEEDS_NODE_RESTART if getattr(fresh, f) != getattr(self.settings, f)]
+        if ignored:
+            log.warning("not applied until the node restarts: %s changed", ", ".join(ignored))
+        self.settings = dataclasses.replace(fresh, **{f: getattr(self.settings, f) for f in NEEDS_NODE_RESTART})
+        self.config = config
+        self._desired = self._desired_parameters()
+        log.info("reloaded the configuration from %s", config.haven.get("source_config") or "the environment")
 
     # ---- long operations ------------------------------------------------------------------------------------------
 

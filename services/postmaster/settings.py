@@ -45,6 +45,25 @@ def _auth(section: Mapping[str, Any], user_type: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in entry.items() if v is not None}
 
 
+# D31: read once at start; a reload that changes them says so in the log and keeps them
+NEEDS_NODE_RESTART = (
+    "name",
+    "scope",
+    "data_dir",
+    "config_dir",
+    "run_dir",
+    "log_dir",
+    "pgpass",
+    "listen_addresses",
+    "port",
+    "local_host",
+    "binaries",
+    "superuser",
+    "replication",
+    "rewind",
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     name: str

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from services.restapi.core import ControlRequest, Response, text_response
 from shared.model import Cluster
 from shared.model.member import parse_bool
+from shared.tls import verify_client
 
 log = logging.getLogger("restapi")
 
@@ -93,6 +94,7 @@ class AccessPolicy:
     allowlist: tuple[Network, ...] = ()
     include_members: bool = False
     extra_headers: tuple[tuple[str, str], ...] = ()
+    client_cert_required: bool = False  # HTTPS with verify_client optional or required (D36)
 
     @property
     def checks_source(self) -> bool:
@@ -127,6 +129,7 @@ def policy_from_config(section: Mapping[str, Any], resolve: Resolver = resolve_h
         allowlist=build_allowlist(entries if isinstance(entries, list) else [], resolve),
         include_members=bool(parse_bool(section.get("allowlist_include_members"))),
         extra_headers=extra_headers(section, tls),
+        client_cert_required=tls and verify_client(section) != "none",
     )
 
 
@@ -169,6 +172,8 @@ def check_access(
             networks.extend(member_networks())
         if not is_source_allowed(request.client, networks):
             return text_response(403, "Access is denied")
+    if policy.client_cert_required and not request.client_cert:
+        return text_response(403, "client certificate required")
     problem = auth_problem(policy, request.headers.get("authorization"))
     if problem is not None:
         return text_response(401, problem, headers=dict([REALM_HEADER]))

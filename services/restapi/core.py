@@ -95,6 +95,7 @@ class ControlRequest:
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     client: str  # the peer address, for allowlists (D38)
+    client_cert: bool = False  # over HTTPS, the client presented a certificate the server verified (D36)
 
 
 class ControlHandler(Protocol):

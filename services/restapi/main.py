@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,11 +28,13 @@ from services.restapi.auth import policy_from_config
 from services.restapi.control import Controller, ZmqBrain
 from services.restapi.peers import PeerProber
 from services.restapi.snapshot import Identity, MalformedEvent, Snapshot, apply_event, initial
+from services.restapi.tls import presented_certificate, serve_tls
 from shared import log as haven_log
 from shared.model.member import parse_int
 from shared.protocol.endpoints import Service, Topic, pub_path, router_path
 from shared.protocol.transport import Subscriber
 from shared.runtime import Runtime
+from shared.tls import client_context, server_context
 from shared.version import __version__
 
 log = logging.getLogger("restapi")
@@ -181,7 +184,8 @@ def control_request(method: str, path: str, query: str, environ: dict[str, Any])
     body = b""
     if 0 < length <= MAX_CONTROL_BODY:
         body = environ["wsgi.input"].read(length)
-    return core.ControlRequest(method, path, query, headers, body, str(environ.get("REMOTE_ADDR") or ""))
+    client = str(environ.get("REMOTE_ADDR") or "")
+    return core.ControlRequest(method, path, query, headers, body, client, presented_certificate(environ))
 
 
 def bind_problem(host: str, port: int) -> str | None:
@@ -231,6 +235,13 @@ def run(runtime: Runtime) -> int:
         haven_log.shutdown()
         return 1
 
+    try:
+        tls = server_context(config.restapi)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        log.error("restapi.certfile, keyfile or cafile cannot be used: %s", exc)
+        haven_log.shutdown()
+        return 1
+
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -244,14 +255,16 @@ def run(runtime: Runtime) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     feed = EventFeed(ctx, runtime.run_dir, holder)
     feed.start()
-    policy = policy_from_config(config.restapi)
+    policy = policy_from_config(config.restapi, tls=tls is not None)
     brain = ZmqBrain(ctx, router_path(runtime.run_dir, Service.HA_LOOP))
-    prober = PeerProber()
+    prober = PeerProber(tls=client_context(config.data))
     controller = Controller(holder, brain, policy, prober=prober)
     configure_cherrypy(RestApp(holder, controller, extra_headers=policy.extra_headers), host, port, queue_size)
+    if tls is not None:
+        serve_tls(tls, str(config.restapi["certfile"]), config.restapi.get("keyfile"))
     try:
         cherrypy.engine.start()
-        log.info("serving the REST API on %s:%d", host, port)
+        log.info("serving the REST API on %s://%s:%d", "https" if tls else "http", host, port)
         while not stopping.wait(1.0):
             pass
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.model import Member
+from shared.tls import member_client_context
 from shared.version import PATRONI_API_VERSION
 
 USER_AGENT = f"Patroni/{PATRONI_API_VERSION} Python/{platform.python_version()} {platform.system()}"
@@ -23,16 +24,14 @@ PROBE_TIMEOUT_S = 2.0
 MAX_ANSWER_BYTES = 1 << 20
 
 
-def fetch_status(api_url: str, timeout: float) -> Any:
-    """The parsed JSON of GET <api_url>; raises OSError, ValueError or HTTPException."""
+def fetch_status(api_url: str, timeout: float, tls: ssl.SSLContext | None = None) -> Any:
+    """The parsed JSON of GET <api_url>; raises OSError, ValueError or HTTPException.
+    tls: the context for https members (shared/tls.py member_client_context)."""
     parts = urlsplit(api_url)
     host, port = parts.hostname or "localhost", parts.port
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
-        context = ssl.create_default_context()
-        context.check_hostname = False  # members present the API's own certificate; TLS setup is not served yet
-        context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls or member_client_context({}))
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -49,15 +48,15 @@ def fetch_status(api_url: str, timeout: float) -> Any:
 class PeerProber:
     """Asks members for their GET /patroni at once; whoever has not answered within the timeout is None."""
 
-    def __init__(self, workers: int = 8) -> None:
+    def __init__(self, workers: int = 8, tls: ssl.SSLContext | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restapi-probe")
+        self._tls = tls
 
-    @staticmethod
-    def _one(member: Member, timeout: float) -> Any:
+    def _one(self, member: Member, timeout: float) -> Any:
         if not member.api_url:
             return None
         try:
-            return fetch_status(member.api_url, timeout)
+            return fetch_status(member.api_url, timeout, self._tls)
         except (OSError, ValueError, http.client.HTTPException):
             return None
 

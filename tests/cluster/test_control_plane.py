@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
 from tests.support.cluster import Cluster, Node, running_cluster
 from tests.support.waiting import wait_until
@@ -158,9 +159,24 @@ def test_a_restart_only_parameter_is_pending_until_a_restart_C45_D29(cluster: Cl
         assert "pending_restart" not in replica.patroni()
 
 
-def test_reload_is_accepted_D31(cluster: Cluster) -> None:
+def test_reload_rereads_the_configuration_file_D31(cluster: Cluster) -> None:
     leader = cluster.wait_healthy()
-    assert leader.rest("/reload", "POST", auth=AUTH) == (202, "reload scheduled")
+    node = replicas(cluster, leader)[0]
+    original = node.config_path.read_text()
+    changed = yaml.safe_load(original)
+    changed.setdefault("tags", {})["zone"] = "b"
+    changed["postgresql"].setdefault("parameters", {})["work_mem"] = "7MB"
+    node.config_path.write_text(yaml.safe_dump(changed, sort_keys=False))
+    try:
+        assert node.rest("/reload", "POST", auth=AUTH) == (202, "reload scheduled")
+        wait_until(lambda: node.patroni().get("tags", {}).get("zone") == "b", 30, what="the new tag in GET /patroni")
+        wait_until(lambda: node.sql("SHOW work_mem")[0][0] == "7MB", 30, what="the local parameter applied")
+        assert leader.sql("SHOW work_mem")[0][0] != "7MB", "only the reloaded node's file changed"
+    finally:
+        node.config_path.write_text(original)
+    assert node.rest("/reload", "POST", auth=AUTH) == (202, "reload scheduled")
+    wait_until(lambda: "zone" not in node.patroni().get("tags", {}), 30, what="the tag gone again")
+    wait_until(lambda: node.sql("SHOW work_mem")[0][0] != "7MB", 30, what="the parameter back to its value")
 
 
 def test_reinitialize_rebuilds_a_replica_which_streams_again_C20_D32(cluster: Cluster) -> None:

@@ -6,6 +6,7 @@ node_status and cluster_view bodies repeatedly, as they do on their heartbeat.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -16,7 +17,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +80,50 @@ class FakePeers:
         self.ctx.destroy(linger=0)
 
 
-def write_config(path: Path, port: int, data_dir: str) -> None:
+def write_config(path: Path, port: int, data_dir: str, restapi: Mapping[str, Any] | None = None) -> None:
+    """restapi: more keys of the restapi section (authentication, certfile, ...)."""
     config = {
         "name": NAME,
         "scope": SCOPE,
         "raft": {"self_addr": "127.0.0.1:5010", "data_dir": data_dir},
-        "restapi": {"listen": f"127.0.0.1:{port}", "connect_address": f"127.0.0.1:{port}"},
+        "restapi": {"listen": f"127.0.0.1:{port}", "connect_address": f"127.0.0.1:{port}", **(restapi or {})},
         "postgresql": {"listen": "127.0.0.1:5432", "connect_address": "127.0.0.1:5432", "data_dir": data_dir},
     }
     path.write_text(yaml.safe_dump(config))
+
+
+@dataclass
+class Started:
+    run_dir: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    peers: FakePeers
+    log_path: Path
+
+
+@contextlib.contextmanager
+def restapi_process(
+    restapi: Mapping[str, Any] | None = None, before: Callable[[str], Any] = lambda run_dir: None
+) -> Iterator[Started]:
+    """The restapi program with the published events of FakePeers; `before(run_dir)` runs before it starts
+    (to bind a fake brain). Stopped, and its directory removed, at the end."""
+    run_dir = tempfile.mkdtemp(prefix="hv-", dir="/tmp")  # short: ipc paths are limited to 107 bytes
+    port = free_port()
+    config = Path(run_dir) / "node.yml"
+    write_config(config, port, os.path.join(run_dir, "data"), restapi)
+    before(run_dir)
+    peers = FakePeers(run_dir)
+    peers.start()
+    log_path = Path(run_dir) / "restapi.log"
+    proc = start_restapi(config, run_dir, log_path)
+    try:
+        yield Started(run_dir, port, proc, peers, log_path)
+    finally:
+        stop_process(proc)
+        peers.close()
+        if os.environ.get("KEEP_TEST_LOGS"):
+            print(log_path.read_text())
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def start_restapi(config: Path, run_dir: str, log_path: Path) -> subprocess.Popen[bytes]:
@@ -143,24 +180,10 @@ PRIMARY_VIEW = cluster_view(
 
 @pytest.fixture
 def node() -> Iterator[Node]:
-    run_dir = tempfile.mkdtemp(prefix="hv-", dir="/tmp")  # short: ipc paths are limited to 107 bytes
-    port = free_port()
-    config = Path(run_dir) / "node.yml"
-    write_config(config, port, os.path.join(run_dir, "data"))
-    peers = FakePeers(run_dir)
-    peers.start()
-    log_path = Path(run_dir) / "restapi.log"
-    proc = start_restapi(config, run_dir, log_path)
-    node = Node(port, proc, peers, log_path)
-    try:
+    with restapi_process() as started:
+        node = Node(started.port, started.proc, started.peers, started.log_path)
         wait_until(lambda: node.status("GET", "/patroni") == 200, 15, what="the REST API to answer")
         yield node
-    finally:
-        stop_process(proc)
-        peers.close()
-        if os.environ.get("KEEP_TEST_LOGS"):
-            print(log_path.read_text())
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def test_answers_before_any_event_then_from_the_published_state(node: Node) -> None:

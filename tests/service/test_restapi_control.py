@@ -11,9 +11,6 @@ import base64
 import http.client
 import itertools
 import json
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from shared.protocol.errors import ErrorCode, OpError
-from tests.service.test_restapi import NAME, SCOPE, FakePeers, start_restapi, stop_process
+from tests.service.test_restapi import NAME, FakePeers, restapi_process
 from tests.support.fake_ha_loop import FakeHaLoop, MemberApi, replica_status
-from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 from tests.unit.test_restapi_core import cluster_view, member, node_status
 
@@ -97,48 +92,27 @@ class Api:
         wait_until(served, 10, what="the REST API to serve the new cluster view")
 
 
-def write_config(path: Path, port: int, data_dir: str) -> None:
-    config = {
-        "name": NAME,
-        "scope": SCOPE,
-        "raft": {"self_addr": "127.0.0.1:5010", "data_dir": data_dir},
-        "restapi": {
-            "listen": f"127.0.0.1:{port}",
-            "connect_address": f"127.0.0.1:{port}",
-            "authentication": {"username": "admin", "password": "s3cret"},
-            "allowlist_include_members": True,
-            "http_extra_headers": {"X-Frame-Options": "SAMEORIGIN"},
-        },
-        "postgresql": {"listen": "127.0.0.1:5432", "connect_address": "127.0.0.1:5432", "data_dir": data_dir},
-    }
-    path.write_text(yaml.safe_dump(config))
+RESTAPI = {
+    "authentication": {"username": "admin", "password": "s3cret"},
+    "allowlist_include_members": True,
+    "http_extra_headers": {"X-Frame-Options": "SAMEORIGIN"},
+}
 
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[Api]:
-    run_dir = tempfile.mkdtemp(prefix="hv-", dir="/tmp")  # short: ipc paths are limited to 107 bytes
-    port = free_port()
-    config = Path(run_dir) / "node.yml"
-    write_config(config, port, os.path.join(run_dir, "data"))
     members = {"pg2": MemberApi(replica_status("pg2")), "pg3": MemberApi(replica_status("pg3"))}
-    brain = FakeHaLoop(run_dir)
-    peers = FakePeers(run_dir)
-    peers.start()
-    log_path = Path(run_dir) / "restapi.log"
-    proc = start_restapi(config, run_dir, log_path)
-    api = Api(port, peers, brain, members, log_path)
+    brains: list[FakeHaLoop] = []  # bound before the REST API starts
     try:
-        wait_until(lambda: api.request("GET", "/patroni")[0] == 200, 15, what="the REST API to answer")
-        yield api
+        with restapi_process(RESTAPI, before=lambda run_dir: brains.append(FakeHaLoop(run_dir))) as started:
+            api = Api(started.port, started.peers, brains[0], members, started.log_path)
+            wait_until(lambda: api.request("GET", "/patroni")[0] == 200, 15, what="the REST API to answer")
+            yield api
     finally:
-        stop_process(proc)
-        peers.close()
-        brain.close()
+        for brain in brains:
+            brain.close()
         for server in members.values():
             server.close()
-        if os.environ.get("KEEP_TEST_LOGS"):
-            print(log_path.read_text())
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture

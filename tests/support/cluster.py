@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -120,6 +121,7 @@ class Node:
     base: Path
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    tls: ssl.SSLContext | None = None  # the client context when the node's REST API serves HTTPS
 
     @property
     def name(self) -> str:
@@ -227,14 +229,15 @@ class Node:
         raw: bytes | None = None,
     ) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.spec.rest_port}{path}", method=method, data=data)
+        scheme = "https" if self.tls is not None else "http"
+        req = urllib.request.Request(f"{scheme}://127.0.0.1:{self.spec.rest_port}{path}", method=method, data=data)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.tls) as resp:
                 status, data = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, data = exc.code, exc.read()
@@ -311,9 +314,11 @@ class Cluster:
         specs: list[NodeSpec] | None = None,
         dcs_server: Any = None,
         extra: dict[str, Any] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """dcs_server: a started tests.support.dcs_servers.DcsServer; None for the embedded Raft.
-        extra: configuration merged into every node's (e.g. restapi.authentication)."""
+        extra: configuration merged into every node's (e.g. restapi.authentication).
+        tls: the tests' client context when extra makes the REST APIs serve HTTPS."""
         self.base = base or make_shared_tmpdir("haven-cluster-")
         self.scope = scope
         self.dcs = dcs or {"ttl": 20, "loop_wait": 2, "retry_timeout": 5, "maximum_lag_on_failover": 1048576}
@@ -325,7 +330,7 @@ class Cluster:
             section = (dcs_server.kind, dcs_server.section(spec.name)) if dcs_server is not None else None
             config = deep_merge(node_config(spec, partners, self.base, scope, self.dcs, section), extra or {})
             path.write_text(yaml.safe_dump(config, sort_keys=False))
-            self.nodes.append(Node(spec, path, self.base))
+            self.nodes.append(Node(spec, path, self.base, tls=tls))
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -124,3 +124,38 @@ def test_d39_extra_headers_https_ones_only_with_tls() -> None:
         ("X-Frame-Options", "SAMEORIGIN"),
         ("HSTS", "1"),
     )
+
+
+@pytest.mark.parametrize(
+    "client, cert, header, expected",
+    [
+        ("10.1.2.3", True, GOOD, None),
+        ("10.1.2.3", False, GOOD, (403, "client certificate required")),
+        ("10.1.2.3", False, None, (403, "client certificate required")),  # the certificate before the credentials
+        ("10.1.2.3", True, None, (401, "no auth header received")),
+        ("10.2.0.1", False, GOOD, (403, "Access is denied")),  # the allowlist before the certificate
+    ],
+)
+def test_d36_allowlist_then_client_certificate_then_auth(
+    client: str, cert: bool, header: str | None, expected: tuple[int, str] | None
+) -> None:
+    section = {**CREDENTIALS, "allowlist": ["10.1.0.0/16"], "verify_client": "optional"}
+    policy = auth.policy_from_config(section, tls=True)
+    req = request(header, client)
+    assert outcome(policy, ControlRequest(req.method, req.path, req.query, req.headers, req.body, client, cert)) == (
+        expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "tls", "required"),
+    [
+        ({"verify_client": "optional"}, True, True),
+        ({"verify_client": "REQUIRED"}, True, True),
+        ({"verify_client": "none"}, True, False),
+        ({}, True, False),
+        ({"verify_client": "optional"}, False, False),  # plain HTTP has no client certificates
+    ],
+)
+def test_d37_which_policies_ask_for_a_client_certificate(section: dict[str, str], tls: bool, required: bool) -> None:
+    assert auth.policy_from_config(section, tls=tls).client_cert_required is required
