@@ -147,6 +147,11 @@ class PgReload(Action):
 
 
 @dataclass(frozen=True)
+class PgCancel(Action):
+    """End the long operation in progress (D32: a forced reinitialize)."""
+
+
+@dataclass(frozen=True)
 class PgSetSync(Action):
     """synchronous_standby_names (C74); at_lsn: the primary's position now, from which on the named standbys
     must have flushed before they count as synchronous (C73)."""
@@ -220,6 +225,7 @@ PG_ACTIONS = (
     PgStop,
     PgRestart,
     PgReload,
+    PgCancel,
     PgReinitialize,
     PgPromote,
     PgDemote,

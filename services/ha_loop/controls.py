@@ -47,15 +47,16 @@ def request_reload(m: Memory) -> tuple[Memory, int, str]:
 def request_reinitialize(
     m: Memory, cluster: Cluster | None, pg: PgView | None, me: str, req_id: str, force: bool
 ) -> tuple[Memory, int, str]:
-    """D32: replicas only; `force` does not bypass these checks."""
+    """D32: replicas only; `force` does not bypass these checks, it cancels the operation in progress."""
     if cluster is not None and cluster.leader_name == me:
         return m, 503, "I am the leader, can not reinitialize"
     if cluster is None or cluster.leader is None:
         return m, 503, "Cluster has no leader, can not reinitialize"
     op = pg.operation if pg is not None else None
-    if op is not None and op.is_running and not force:
+    running = op is not None and op.is_running
+    if running and not force and op is not None:
         return m, 503, f"{op.name} already in progress"
-    return replace(m, reinit=req_id), 200, "reinitialize started"
+    return replace(m, reinit=req_id, reinit_force=running), 200, "reinitialize started"
 
 
 def version_to_int(text: str) -> int | None:

@@ -74,6 +74,9 @@ def decide(s: Snapshot, m: Memory) -> Decision:
         p.m = replace(p.m, wiped_since=None)
     op = pg.operation
     if op is not None and op.is_running:
+        if p.m.reinit and p.m.reinit_force and p.m.cancelled_op != op.id and cluster.leader_name != s.me:
+            p.m = replace(p.m, cancelled_op=op.id)  # D32: once per operation
+            return p.done(Reason.REINITIALIZE, f"cancelling {op.name} for a forced reinitialize", a.PgCancel())
         return _operation_running(p, s, op.name)
     if op is not None and op.id != m.handled_op:
         finished = _operation_finished(p, s)

@@ -144,6 +144,8 @@ class Memory:
     scheduled_restart: RestartRequest | None = None  # at most one (A52)
     reload_pending: bool = False  # POST /reload: handled by the next regular tick (D31)
     reinit: str | None = None  # a requested reinitialize (its request id) not started yet (C20)
+    reinit_force: bool = False  # D32: it cancels the operation in progress first
+    cancelled_op: str | None = None  # the operation pg.cancel was sent for
     sync_lsn: int | None = None  # the primary's position when synchronous_standby_names last changed (C73)
     slots_sent: str | None = None  # fingerprint of the slots last sent to postmaster
     releasing_until: float | None = None  # A53: tagged nosync before a restart, waiting to be released
@@ -230,7 +232,7 @@ def record(memory: Memory, action: a.Action, outcome: Outcome) -> Memory:
     if isinstance(action, a.PgReload) and outcome.ok:
         return replace(memory, reload_pending=False)
     if isinstance(action, a.PgReinitialize):
-        return replace(memory, reinit=None)
+        return replace(memory, reinit=None, reinit_force=False)
     if isinstance(action, a.PgSetSync) and outcome.ok:
         return replace(memory, sync_lsn=action.at_lsn)
     if isinstance(action, a.PgSyncSlots) and outcome.ok:

@@ -98,6 +98,8 @@ class Runner:
                 return self.c.pg, "pg.restart", body, PG_TIMEOUT
             case a.PgReload():
                 return self.c.pg, "pg.reload", {}, PG_TIMEOUT
+            case a.PgCancel():
+                return self.c.pg, "pg.cancel", {}, PG_TIMEOUT
             case a.PgSetSync(mode=mode, num=num, names=names, strict=strict):
                 return (
                     self.c.pg,

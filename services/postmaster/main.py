@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.postmaster import files, pg, render
+from services.postmaster.cancel import CANCEL
 from services.postmaster.core import (
     DataDir,
     Memory,
@@ -310,13 +311,16 @@ class Controller:
         result: dict[str, Any] = {}
         error: str | None = None
         failure: str | None = None
-        try:
-            result = job(ops)
-        except OperationFailed as exc:
-            error, failure = exc.message, exc.state
-        except Exception as exc:
-            log.exception("%s (%s) failed", name, op_id)
-            error = f"internal error: {type(exc).__name__}: {exc}"
+        with CANCEL.scope():
+            try:
+                result = job(ops)
+            except OperationFailed as exc:
+                error, failure = exc.message, exc.state
+            except Exception as exc:
+                log.exception("%s (%s) failed", name, op_id)
+                error = f"internal error: {type(exc).__name__}: {exc}"
+            if CANCEL.cancelled():
+                error = "cancelled" + (f": {error}" if error else "")
         obs: Observation | None = None
         following: Upstream | None = None
         try:  # the result arrives with a fresh reading, so that both are published together
@@ -365,6 +369,15 @@ class Controller:
         self._pending = self._compute_pending()
         self.publish()
         self.monitor.wake.set()
+
+    def cancel(self) -> dict[str, Any]:
+        """pg.cancel: end the long operation in progress (D32: a forced reinitialize cancels it first)."""
+        op = self.memory.operation
+        if not (self._busy and op):
+            return {"cancelled": None}
+        log.warning("cancelling %s (%s)", op["name"], op["id"])
+        CANCEL.cancel()
+        return {"cancelled": op["id"]}
 
     def long(self, name: str, req: Request, check: Callable[[], Job]) -> dict[str, Any]:
         """Run a long operation whose body is valid: refuse when busy, check preconditions (check() raises), submit."""

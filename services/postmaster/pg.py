@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import psutil
 
+from services.postmaster.cancel import CANCEL
 from services.postmaster.core import PidFile, parse_controldata, parse_pid_file
 from services.postmaster.settings import Settings
 
@@ -50,44 +51,47 @@ def run(
     routine: a read-only program run often (logged at debug level)."""
     log.log(logging.DEBUG if routine else logging.INFO, "running %s", " ".join(shlex.quote(c) for c in cmd))
     try:
-        proc = subprocess.run(
-            list(cmd),
+        code, out, err = CANCEL.communicate(
+            cmd,
+            timeout,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=dict(env) if env is not None else clean_env(),
-            check=False,
         )
     except subprocess.TimeoutExpired:
         raise PgError(f"{os.path.basename(cmd[0])} did not finish within {timeout:.0f}s")
     except OSError as exc:
         raise PgError(f"cannot run {cmd[0]}: {exc.strerror}")
-    if proc.returncode != 0:
-        detail = _tail(proc.stderr or proc.stdout)
-        raise PgError(f"{os.path.basename(cmd[0])} exited with code {proc.returncode}: {detail}")
-    return proc.stdout
+    _raise_if_cancelled(cmd)
+    if code != 0:
+        raise PgError(f"{os.path.basename(cmd[0])} exited with code {code}: {_tail(err or out)}")
+    return out
+
+
+def _raise_if_cancelled(cmd: Sequence[str]) -> None:
+    if CANCEL.cancelled() and CANCEL.in_scope():
+        raise PgError(f"{os.path.basename(cmd[0])} was cancelled")
 
 
 def run_capture(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Run a program whose failure is an answer (pg_waldump): its exit code and its stdout and stderr together."""
     log.debug("running %s", " ".join(shlex.quote(c) for c in cmd))
     try:
-        proc = subprocess.run(
-            list(cmd),
+        code, out, _ = CANCEL.communicate(
+            cmd,
+            timeout,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
             env=dict(env) if env is not None else clean_env({"LANG": "C", "LC_ALL": "C"}),
-            check=False,
         )
     except subprocess.TimeoutExpired:
         raise PgError(f"{os.path.basename(cmd[0])} did not finish within {timeout:.0f}s")
     except OSError as exc:
         raise PgError(f"cannot run {cmd[0]}: {exc.strerror}")
-    return proc.returncode, proc.stdout
+    _raise_if_cancelled(cmd)
+    return code, out
 
 
 # ---- our postmaster -----------------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ class Requests:
             "pg.status": lambda body, req: self._c.state(),
             "pg.configure": self.configure,
             "pg.reload": lambda body, req: self._c.reload(),
+            "pg.cancel": lambda body, req: self._c.cancel(),
             "pg.bootstrap": self.bootstrap,
             "pg.clone": self.clone,
             "pg.start": self.start,

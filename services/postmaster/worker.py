@@ -6,6 +6,7 @@ import logging
 import queue
 from collections.abc import Callable
 
+from services.postmaster.cancel import CANCEL
 from shared.runtime import Loop, start_thread
 
 log = logging.getLogger(__name__)
@@ -50,4 +51,5 @@ class LoopProgress:
         self._loop.call_from_thread(lambda: self._on_intent(running))
 
     def stopping(self) -> bool:
-        return self._loop.stopping
+        """The controller exits, or the operation was cancelled (pg.cancel): waits end early."""
+        return self._loop.stopping or (CANCEL.cancelled() and CANCEL.in_scope())

@@ -72,6 +72,7 @@ PG = schemas(
     OpSchema("pg.demote", (F("mode", (str,)), F("leader", _member, required=False, nullable=True))),
     OpSchema("pg.follow", (F("leader", _member, required=False, nullable=True),)),
     OpSchema("pg.reload"),
+    OpSchema("pg.cancel"),
     OpSchema(
         "pg.set_sync",
         (F("mode", (str,)), F("num", (int,)), F("names", (list,)), F("strict", (bool,), required=False)),

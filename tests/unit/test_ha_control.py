@@ -13,7 +13,7 @@ import pytest
 from services.ha_loop import actions as a
 from services.ha_loop import controls
 from services.ha_loop.core import Memory, Outcome, Reason, RestartRequest, decide, record
-from services.ha_loop.views import PeerStatus, PgView
+from services.ha_loop.views import Operation, OpState, PeerStatus, PgView
 from shared.model import Cluster, KeyValue
 from shared.model.member import LocalTags
 from tests.unit.test_ha_decide import CONFIGURED, ME, kinds, make_cluster, make_facts, make_pg, member_value, snap
@@ -308,6 +308,23 @@ def test_reinitialize_rebuilds_a_replica_from_the_leader_C20() -> None:
     d = decide(snap(cluster, make_pg()), memory)
     reinit = d.actions[0]
     assert isinstance(reinit, a.PgReinitialize) and reinit.source["name"] == "n2" and d.reason == Reason.REINITIALIZE
+
+
+def test_a_forced_reinitialize_cancels_the_operation_in_progress_first_D32() -> None:
+    cluster = make_cluster(leader="n2", members=members(n1="replica", n2="master"))
+    starting = make_pg(state="starting", operation=Operation("op-3", "start", OpState.RUNNING))
+    refused = controls.request_reinitialize(CONFIGURED, cluster, starting, ME, "x", False)
+    assert refused[1:] == (503, "start already in progress")
+    memory, status, _ = controls.request_reinitialize(CONFIGURED, cluster, starting, ME, "x", True)
+    assert status == 200 and memory.reinit_force
+    d = decide(snap(cluster, starting), memory)
+    assert kinds(d) == ["PgCancel", "TouchMember"] and d.detail == "cancelling start for a forced reinitialize"
+    again = decide(snap(cluster, starting), d.memory)  # once per operation
+    assert "PgCancel" not in kinds(again) and again.detail == "start in progress"
+    cancelled = make_pg(operation=Operation("op-3", "start", OpState.FAILED, "cancelled"), running=False)
+    after = decide(snap(cluster, cancelled), again.memory)
+    assert isinstance(after.actions[0], a.PgReinitialize)
+    assert not record(after.memory, after.actions[0], Outcome(ok=True)).reinit_force
 
 
 def test_nofailover_or_paused_tags_do_not_change_restart_versions() -> None:
