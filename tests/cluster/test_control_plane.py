@@ -165,18 +165,19 @@ def test_reload_rereads_the_configuration_file_D31(cluster: Cluster) -> None:
     original = node.config_path.read_text()
     changed = yaml.safe_load(original)
     changed.setdefault("tags", {})["zone"] = "b"
-    changed["postgresql"].setdefault("parameters", {})["work_mem"] = "7MB"
+    before = node.sql("SHOW maintenance_work_mem")[0][0]
+    changed["postgresql"].setdefault("parameters", {})["maintenance_work_mem"] = "77MB"
     node.config_path.write_text(yaml.safe_dump(changed, sort_keys=False))
     try:
         assert node.rest("/reload", "POST", auth=AUTH) == (202, "reload scheduled")
         wait_until(lambda: node.patroni().get("tags", {}).get("zone") == "b", 30, what="the new tag in GET /patroni")
-        wait_until(lambda: node.sql("SHOW work_mem")[0][0] == "7MB", 30, what="the local parameter applied")
-        assert leader.sql("SHOW work_mem")[0][0] != "7MB", "only the reloaded node's file changed"
+        wait_until(lambda: node.sql("SHOW maintenance_work_mem")[0][0] == "77MB", 30, what="the local parameter")
+        assert leader.sql("SHOW maintenance_work_mem")[0][0] == before, "only the reloaded node's file changed"
     finally:
         node.config_path.write_text(original)
     assert node.rest("/reload", "POST", auth=AUTH) == (202, "reload scheduled")
     wait_until(lambda: "zone" not in node.patroni().get("tags", {}), 30, what="the tag gone again")
-    wait_until(lambda: node.sql("SHOW work_mem")[0][0] != "7MB", 30, what="the parameter back to its value")
+    wait_until(lambda: node.sql("SHOW maintenance_work_mem")[0][0] == before, 30, what="the parameter back")
 
 
 def test_reinitialize_rebuilds_a_replica_which_streams_again_C20_D32(cluster: Cluster) -> None:
