@@ -175,16 +175,29 @@ class Rewind:
         if self.use_rewind and impossible is None:
             if self.rewind(leader):
                 return Outcome.DONE
-            if settings.remove_data_directory_on_rewind_failure:
-                self.remove("remove_data_directory_on_rewind_failure is set")
-                return Outcome.REMOVED
-            return Outcome.FAILED
+            return self._after_failed_rewind(leader)
         if self.use_rewind:
             log.error("pg_rewind is not possible: %s", impossible)
         if settings.remove_data_directory_on_diverged_timelines:
             self.remove("remove_data_directory_on_diverged_timelines is set")
             return Outcome.REMOVED
         return Outcome.NOT_POSSIBLE
+
+    def _after_failed_rewind(self, leader: Upstream) -> Outcome:
+        """C24: when the leader went away during pg_rewind and the data directory is still sound, try again later
+        (UNKNOWN: the brain repeats the check); a rewind that failed against a healthy leader, or left pg_control
+        unreadable, is a failure, after which either remove_data_directory flag removes the data directory."""
+        intact = divergence.can_rewind(pg.controldata(self.settings))
+        if intact and not self.leader_promoted(leader):
+            log.warning("pg_rewind failed because %s became unreachable: trying again later", leader.name)
+            return Outcome.UNKNOWN
+        if not intact:
+            log.error("pg_rewind left a data directory whose pg_control cannot be read")
+        for flag in ("remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines"):
+            if getattr(self.settings, flag):
+                self.remove(f"{flag} is set")
+                return Outcome.REMOVED
+        return Outcome.FAILED
 
     # ---- reading ----------------------------------------------------------------------------------------------------
 
