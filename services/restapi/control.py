@@ -123,8 +123,11 @@ class Controller:
         resolve: Resolver = default_resolver,
         clock: Callable[[], float] = time.time,
         brain_timeout_s: float = BRAIN_TIMEOUT_S,
+        on_reload: Callable[[], None] = lambda: None,
     ) -> None:
+        """on_reload: POST /reload re-reads the REST API's own settings before the brain is asked (D31)."""
         self.state = state
+        self.on_reload = on_reload
         self.brain = brain
         self.policy = policy or AccessPolicy()
         self.prober = prober
@@ -337,6 +340,7 @@ class Controller:
         return checks.brain_answer(reply, 503, "cancelling the scheduled restart failed")
 
     def post_reload(self, request: ControlRequest, snapshot: Snapshot, now: float) -> Response:
+        self.on_reload()
         try:
             reply = self._call("ha.reload", {})
         except RemoteError as exc:

@@ -27,6 +27,7 @@ from services.restapi import core
 from services.restapi.auth import policy_from_config
 from services.restapi.control import Controller, ZmqBrain
 from services.restapi.peers import PeerProber
+from services.restapi.reload import RestSettings
 from services.restapi.snapshot import Identity, MalformedEvent, Snapshot, apply_event, initial
 from services.restapi.tls import presented_certificate, serve_tls
 from shared import log as haven_log
@@ -259,7 +260,9 @@ def run(runtime: Runtime) -> int:
     brain = ZmqBrain(ctx, router_path(runtime.run_dir, Service.HA_LOOP))
     prober = PeerProber(tls=client_context(config.data))
     controller = Controller(holder, brain, policy, prober=prober)
-    configure_cherrypy(RestApp(holder, controller, extra_headers=policy.extra_headers), host, port, queue_size)
+    app = RestApp(holder, controller, extra_headers=policy.extra_headers)
+    controller.on_reload = RestSettings(config, tls is not None, controller, app, prober).reload
+    configure_cherrypy(app, host, port, queue_size)
     if tls is not None:
         serve_tls(tls, str(config.restapi["certfile"]), config.restapi.get("keyfile"))
     try:

@@ -50,13 +50,13 @@ class PeerProber:
 
     def __init__(self, workers: int = 8, tls: ssl.SSLContext | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restapi-probe")
-        self._tls = tls
+        self.tls = tls  # replaced by a reload (D31)
 
     def _one(self, member: Member, timeout: float) -> Any:
         if not member.api_url:
             return None
         try:
-            return fetch_status(member.api_url, timeout, self._tls)
+            return fetch_status(member.api_url, timeout, self.tls)
         except (OSError, ValueError, http.client.HTTPException):
             return None
 

@@ -44,6 +44,14 @@ def serve_tls(context: ssl.SSLContext, certfile: str, keyfile: str | None) -> No
     cherrypy.server.ssl_context = context
 
 
+def replace_context(context: ssl.SSLContext) -> None:
+    """New connections use `context` (a reload with a renewed certificate, D31)."""
+    server = getattr(cherrypy.server, "httpserver", None)
+    adapter = getattr(server, "ssl_adapter", None)
+    if adapter is not None:
+        adapter.context = context
+
+
 def presented_certificate(environ: dict[str, Any]) -> bool:
     """Whether the client of this HTTPS request presented a certificate the server verified."""
     sock = environ.get(TLS_SOCKET)

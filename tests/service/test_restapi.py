@@ -88,6 +88,7 @@ def write_config(path: Path, port: int, data_dir: str, restapi: Mapping[str, Any
         "raft": {"self_addr": "127.0.0.1:5010", "data_dir": data_dir},
         "restapi": {"listen": f"127.0.0.1:{port}", "connect_address": f"127.0.0.1:{port}", **(restapi or {})},
         "postgresql": {"listen": "127.0.0.1:5432", "connect_address": "127.0.0.1:5432", "data_dir": data_dir},
+        "haven": {"source_config": str(path)},  # as the launcher records it: what POST /reload reads again (D31)
     }
     path.write_text(yaml.safe_dump(config))
 

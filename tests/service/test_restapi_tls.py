@@ -3,19 +3,23 @@ verify_client, against the real restapi program and real TLS clients."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from services.ha_loop.probes import probe_members
 from services.restapi.peers import PeerProber
 from shared.model import Member
 from shared.tls import client_context
 from tests.service.test_restapi import NAME, FakePeers, restapi_process
+from tests.support.fake_ha_loop import FakeHaLoop
 from tests.support.tls import KEY_PASSWORD, Pki, make_pki
 from tests.support.waiting import wait_until
 from tests.unit.test_restapi_core import node_status
@@ -29,8 +33,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 class TlsNode:
-    def __init__(self, port: int, pki: Pki, peers: FakePeers) -> None:
-        self.port, self.pki, self.peers = port, pki, peers
+    def __init__(self, port: int, pki: Pki, peers: FakePeers, config_path: Path) -> None:
+        self.port, self.pki, self.peers, self.config_path = port, pki, peers, config_path
 
     def context(self, cert: tuple[str, str] | None = None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.pki.ca)  # the server's certificate is checked
@@ -39,11 +43,16 @@ class TlsNode:
         return context
 
     def request(
-        self, method: str, path: str, cert: tuple[str, str] | None = None, timeout: float = 5
+        self,
+        method: str,
+        path: str,
+        cert: tuple[str, str] | None = None,
+        timeout: float = 5,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.context(cert))
         try:
-            conn.request(method, path, body=b"{}" if method == "POST" else None)
+            conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers or {})
             response = conn.getresponse()
             return response.status, response.read()
         finally:
@@ -59,11 +68,16 @@ def started(pki: Pki, verify_client: str) -> Iterator[TlsNode]:
         "verify_client": verify_client,
         "authentication": AUTH,
     }
-    with restapi_process(restapi) as process:
-        node = TlsNode(process.port, pki, process.peers)
-        client = (pki.client_cert, pki.client_key)
-        wait_until(lambda: node.request("GET", "/patroni", client)[0] == 200, 15, what="the REST API over HTTPS")
-        yield node
+    brains: list[FakeHaLoop] = []  # answers POST /reload
+    try:
+        with restapi_process(restapi, before=lambda run_dir: brains.append(FakeHaLoop(run_dir))) as process:
+            node = TlsNode(process.port, pki, process.peers, Path(process.run_dir) / "node.yml")
+            client = (pki.client_cert, pki.client_key)
+            wait_until(lambda: node.request("GET", "/patroni", client)[0] == 200, 15, what="the REST API over HTTPS")
+            yield node
+    finally:
+        for brain in brains:
+            brain.close()
 
 
 @pytest.fixture
@@ -122,3 +136,27 @@ def test_members_probe_each_other_with_the_ctl_certificate_D40(required: TlsNode
         assert prober([member])[NAME] is not None
     finally:
         prober.close()
+
+
+def served_certificate(node: TlsNode) -> bytes:
+    context = node.context((node.pki.client_cert, node.pki.client_key))
+    with (
+        socket.create_connection(("127.0.0.1", node.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return tls.getpeercert(binary_form=True) or b""
+
+
+def test_a_reload_takes_new_credentials_and_a_renewed_certificate_D31(optional: TlsNode) -> None:
+    client = (optional.pki.client_cert, optional.pki.client_key)
+    before = served_certificate(optional)
+    config = yaml.safe_load(optional.config_path.read_text())
+    config["restapi"]["authentication"]["password"] = "rotated"
+    config["restapi"].update(certfile=optional.pki.renewed_cert, keyfile=optional.pki.renewed_key, keyfile_password="")
+    optional.config_path.write_text(yaml.safe_dump(config))
+    old = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+    new = {"Authorization": "Basic " + base64.b64encode(b"admin:rotated").decode()}
+    assert optional.request("POST", "/reload", client, headers=old) == (202, b"reload scheduled")
+    assert optional.request("POST", "/reload", client, headers=old) == (401, b"not authenticated")
+    assert optional.request("POST", "/reload", client, headers=new) == (202, b"reload scheduled")
+    assert served_certificate(optional) not in (b"", before)

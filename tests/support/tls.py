@@ -23,6 +23,8 @@ class Pki:
     client_key: str
     stranger_cert: str  # self-signed: the CA does not vouch for it
     stranger_key: str
+    renewed_cert: str  # another server certificate for 127.0.0.1 from the CA (a renewal)
+    renewed_key: str
 
 
 def _openssl(*args: str) -> None:
@@ -34,7 +36,8 @@ def make_pki(base: Path) -> Pki:
         skip_unless_ci("openssl")
     p = {name: str(base / name) for name in ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr",
                                               "client.pem", "client.key", "client.csr", "stranger.pem",
-                                              "stranger.key", "san.ext")}  # fmt: skip
+                                              "stranger.key", "renewed.pem", "renewed.key", "renewed.csr",
+                                              "san.ext")}  # fmt: skip
     Path(p["san.ext"]).write_text("subjectAltName=IP:127.0.0.1\n")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=haven test CA",
              "-keyout", p["ca.key"], "-out", p["ca.pem"])  # fmt: skip
@@ -46,9 +49,13 @@ def make_pki(base: Path) -> Pki:
              "-keyout", p["client.key"], "-out", p["client.csr"])  # fmt: skip
     _openssl("x509", "-req", "-in", p["client.csr"], "-CA", p["ca.pem"], "-CAkey", p["ca.key"], "-CAcreateserial",
              "-days", "2", "-out", p["client.pem"])  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", p["renewed.key"], "-out", p["renewed.csr"])  # fmt: skip
+    _openssl("x509", "-req", "-in", p["renewed.csr"], "-CA", p["ca.pem"], "-CAkey", p["ca.key"], "-CAcreateserial",
+             "-days", "2", "-extfile", p["san.ext"], "-out", p["renewed.pem"])  # fmt: skip
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=stranger",
              "-keyout", p["stranger.key"], "-out", p["stranger.pem"])  # fmt: skip
     for path in base.iterdir():
         path.chmod(0o644)  # the programs of a node started as root read them as other users
     return Pki(p["ca.pem"], p["server.pem"], p["server.key"], p["client.pem"], p["client.key"],
-               p["stranger.pem"], p["stranger.key"])  # fmt: skip
+               p["stranger.pem"], p["stranger.key"], p["renewed.pem"], p["renewed.key"])  # fmt: skip
