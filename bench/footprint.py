@@ -83,7 +83,7 @@ def program_name(proc: psutil.Process) -> str:
     for i, arg in enumerate(cmdline):
         if arg == "-m" and i + 1 < len(cmdline) and cmdline[i + 1].startswith("services."):
             return cmdline[i + 1].removeprefix("services.")
-        if arg.endswith("supervisord"):
+        if arg.endswith("supervisord") or arg == "shared.launcher.supervise":
             return "supervisord"
     with contextlib.suppress(psutil.Error):
         return proc.name()

@@ -340,6 +340,10 @@ class Controller:
         return checks.brain_answer(reply, 503, "cancelling the scheduled restart failed")
 
     def post_reload(self, request: ControlRequest, snapshot: Snapshot, now: float) -> Response:
+        return self.reload()
+
+    def reload(self) -> Response:
+        """POST /reload, and SIGHUP to the node (D31): the REST API's settings, then the brain's."""
         self.on_reload()
         try:
             reply = self._call("ha.reload", {})

@@ -251,7 +251,8 @@ def run(runtime: Runtime) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, lambda signum, frame: log.info("SIGHUP: nothing to reload yet"))
+    hup = threading.Event()  # D31: the node got SIGHUP (shared/launcher/supervise.py passes it on)
+    signal.signal(signal.SIGHUP, lambda signum, frame: hup.set())
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     feed = EventFeed(ctx, runtime.run_dir, holder)
@@ -269,7 +270,9 @@ def run(runtime: Runtime) -> int:
         cherrypy.engine.start()
         log.info("serving the REST API on %s://%s:%d", "https" if tls else "http", host, port)
         while not stopping.wait(1.0):
-            pass
+            if hup.is_set():
+                hup.clear()
+                log.info("SIGHUP: reloading (%d)", controller.reload().status)
     finally:
         cherrypy.engine.exit()
         feed.stop()

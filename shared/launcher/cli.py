@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from shared.config import ConfigError, NodeConfig
 from shared.config.load import read_sources
@@ -57,10 +56,9 @@ def run_node(path: str | None) -> int:
     with open(conf, "w") as f:
         f.write(render(config, accounts, run_dir, log_dir, config_path))
     os.chmod(conf, 0o600)
-    supervisord = Path(sys.executable).parent / "supervisord"
-    binary = str(supervisord) if supervisord.exists() else "supervisord"
     sys.stdout.flush()
-    os.execvp(binary, [binary, "-n", "-c", conf])
+    # supervisord in this Python, with SIGHUP as a reload of the node (shared/launcher/supervise.py)
+    os.execv(sys.executable, [sys.executable, "-m", "shared.launcher.supervise", "-n", "-c", conf])
     return 0  # not reached
 
 

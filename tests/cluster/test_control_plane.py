@@ -5,6 +5,7 @@ and the protection of the unsafe endpoints. The tests share one cluster and run 
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -159,7 +160,7 @@ def test_a_restart_only_parameter_is_pending_until_a_restart_C45_D29(cluster: Cl
         assert "pending_restart" not in replica.patroni()
 
 
-def test_reload_rereads_the_configuration_file_D31(cluster: Cluster) -> None:
+def test_reload_and_sighup_reread_the_configuration_file_D31(cluster: Cluster) -> None:
     leader = cluster.wait_healthy()
     node = replicas(cluster, leader)[0]
     original = node.config_path.read_text()
@@ -175,9 +176,14 @@ def test_reload_rereads_the_configuration_file_D31(cluster: Cluster) -> None:
         assert leader.sql("SHOW maintenance_work_mem")[0][0] == before, "only the reloaded node's file changed"
     finally:
         node.config_path.write_text(original)
-    assert node.rest("/reload", "POST", auth=AUTH) == (202, "reload scheduled")
+    # SIGHUP to the node, as systemd's ExecReload sends it: the same reload, and no program is restarted
+    programs = {name: node.program(name) for name in ("ha_loop", "postmaster", "restapi", "dcs_proxy")}
+    postgres = node.postmaster_pid()
+    assert node.proc is not None and all(programs.values())
+    node.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "zone" not in node.patroni().get("tags", {}), 30, what="the tag gone again")
     wait_until(lambda: node.sql("SHOW maintenance_work_mem")[0][0] == before, 30, what="the parameter back")
+    assert {name: node.program(name) for name in programs} == programs and node.postmaster_pid() == postgres
 
 
 def test_reinitialize_rebuilds_a_replica_which_streams_again_C20_D32(cluster: Cluster) -> None:
