@@ -1,6 +1,7 @@
-"""D31: POST /reload (and SIGHUP to the node) re-reads the node's configuration: the file `haven` was started with (recorded in
-the rendered copy as haven.source_config) and the PATRONI_* environment, validated like at start. The programs read
-it themselves, as their own users: a file they cannot read leaves the configuration they have."""
+"""D31: POST /reload (and SIGHUP to the node) re-reads the node's configuration: the file `haven` was started
+with (recorded in the rendered copy as haven.source_config) and the PATRONI_* environment, validated like at
+start. The programs read it themselves, as their own users: a file they cannot read leaves the configuration they
+have."""
 
 from __future__ import annotations
 
