@@ -22,7 +22,12 @@ class Supervisor(supervisord.Supervisor):  # type: ignore[misc]
             options.logger.info("received SIGHUP: the node reloads its configuration (nothing is restarted)")
             group = self.process_groups.get(RELOADS_ON_HUP)
             for process in group.processes.values() if group is not None else ():
-                process.signal(signal.SIGHUP)
+                try:
+                    problem = process.signal(signal.SIGHUP)
+                except AssertionError as exc:  # a state supervisord does not signal in
+                    problem = str(exc)
+                if problem:
+                    options.logger.warn(f"SIGHUP not passed on: {problem}")
             return
         if sig:
             options.get_signal = lambda: sig  # handled as supervisord does
