@@ -8,26 +8,18 @@ A story in file order, on three nodes: rr1 bootstraps with use_pg_rewind on (dyn
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import zmq
 
 from tests.service.test_postmaster import NO_SLOTS, Node, started_node, story_dir, wait_state, zmq_context
+from tests.service.test_postmaster_rewind import DCS
 from tests.support.waiting import wait_until
 
-DCS = {"postgresql": {"use_pg_rewind": True, "parameters": {"max_connections": 40}}}
-
 
 @pytest.fixture(scope="module")
-def ctx() -> Iterator[zmq.Context[Any]]:
-    with zmq_context() as context:
-        yield context
-
-
-@pytest.fixture(scope="module")
-def nodes(ctx: zmq.Context[Any]) -> Iterator[tuple[Node, Node, Node]]:
+def nodes() -> Iterator[tuple[Node, Node, Node]]:
     with (
+        zmq_context() as ctx,
         story_dir("haven-pmrunrw-", "rr") as base,
         started_node(ctx, base, "rr1", postgresql=NO_SLOTS, dcs=DCS) as rr1,
         started_node(ctx, base, "rr2", postgresql=NO_SLOTS, dcs=DCS) as rr2,
